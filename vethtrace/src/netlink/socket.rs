@@ -1,0 +1,206 @@
+//! A blocking rtnetlink socket bound to one netns, with request/dump helpers.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+/// `SO_NETNS_COOKIE` from `<asm-generic/socket.h>`, Linux 5.14+.
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// Receive buffer size. A dump message is at most one page plus headers on
+/// current kernels, so 64 KiB holds several per `recv`.
+const RECV_BUFFER_SIZE: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("failed to create a netlink socket: {0}")]
+    Socket(#[source] std::io::Error),
+    #[error("failed to enter netns {inode} with setns: {source}")]
+    Setns {
+        inode: u64,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("failed to return to the original netns with setns: {0}")]
+    SetnsBack(#[source] nix::Error),
+    #[error("failed to open /proc/thread-self/ns/net: {0}")]
+    OwnNetns(#[source] std::io::Error),
+    #[error("netlink {request} failed: {source}")]
+    Io {
+        request: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("netlink {request} returned an error: {source}")]
+    Kernel {
+        request: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to decode a netlink {request} reply: {message}")]
+    Decode { request: &'static str, message: String },
+    #[error("the thread that opens netlink sockets panicked")]
+    ThreadPanicked,
+}
+
+/// A NETLINK_ROUTE socket created inside one netns.
+pub struct RouteSocket {
+    socket: Socket,
+    sequence: u32,
+    buffer: Vec<u8>,
+}
+
+impl RouteSocket {
+    /// Creates a socket in the calling thread's current netns.
+    pub fn new() -> Result<Self, NetlinkError> {
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
+        socket.bind_auto().map_err(NetlinkError::Socket)?;
+        socket.connect(&SocketAddr::new(0, 0)).map_err(NetlinkError::Socket)?;
+        // Let the kernel filter dumps by the header fields we send; best
+        // effort because kernels before 4.20 lack the option.
+        let _ = socket.set_netlink_get_strict_chk(true);
+        Ok(Self {
+            socket,
+            sequence: 0,
+            buffer: vec![0; RECV_BUFFER_SIZE],
+        })
+    }
+
+    /// Returns the netns cookie of the socket's netns, or `None` on kernels
+    /// before 5.14, which lack `SO_NETNS_COOKIE`.
+    pub fn netns_cookie(&self) -> Option<u64> {
+        let mut cookie: u64 = 0;
+        let mut length = std::mem::size_of::<u64>() as libc::socklen_t;
+        // SAFETY: the fd is a valid socket for the lifetime of `self`, and
+        // `cookie`/`length` point to writable memory of the stated size.
+        let result = unsafe {
+            libc::getsockopt(
+                self.socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_NETNS_COOKIE,
+                (&raw mut cookie).cast(),
+                &raw mut length,
+            )
+        };
+        (result == 0).then_some(cookie)
+    }
+
+    /// Sends `message` as a dump request and collects every reply message.
+    pub fn dump(
+        &mut self,
+        request: &'static str,
+        message: RouteNetlinkMessage,
+    ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+        self.exchange(request, message, NLM_F_REQUEST | NLM_F_DUMP)
+    }
+
+    /// Sends `message` as a single request and returns its replies (one
+    /// message for a successful `GET`, none when only an ACK comes back).
+    pub fn request(
+        &mut self,
+        request: &'static str,
+        message: RouteNetlinkMessage,
+    ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+        self.exchange(request, message, NLM_F_REQUEST | NLM_F_ACK)
+    }
+
+    fn exchange(
+        &mut self,
+        request: &'static str,
+        message: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+        self.sequence = self.sequence.wrapping_add(1);
+        let sequence = self.sequence;
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        header.sequence_number = sequence;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(message));
+        packet.finalize();
+        let mut bytes = vec![0; packet.buffer_len()];
+        packet.serialize(&mut bytes);
+        self.socket
+            .send(&bytes, 0)
+            .map_err(|source| NetlinkError::Io { request, source })?;
+
+        let mut replies = Vec::new();
+        loop {
+            let length = self
+                .socket
+                .recv(&mut &mut self.buffer[..], 0)
+                .map_err(|source| NetlinkError::Io { request, source })?;
+            let mut offset = 0;
+            while offset < length {
+                let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buffer[offset..length])
+                    .map_err(|error| NetlinkError::Decode {
+                        request,
+                        message: error.to_string(),
+                    })?;
+                let size = message.header.length as usize;
+                if size == 0 {
+                    return Err(NetlinkError::Decode {
+                        request,
+                        message: "a message header has length 0".into(),
+                    });
+                }
+                offset += (size + 3) & !3;
+                if message.header.sequence_number != sequence {
+                    // A late reply to an earlier request on this socket.
+                    continue;
+                }
+                match message.payload {
+                    // A GET with NLM_F_ACK gets its reply, then an ACK.
+                    NetlinkPayload::InnerMessage(inner) => replies.push(inner),
+                    NetlinkPayload::Error(error) => {
+                        return match error.code {
+                            None => Ok(replies),
+                            Some(code) => Err(NetlinkError::Kernel {
+                                request,
+                                source: std::io::Error::from_raw_os_error(-code.get()),
+                            }),
+                        };
+                    }
+                    NetlinkPayload::Done(_) => return Ok(replies),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+impl AsFd for RouteSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the raw fd belongs to `self.socket`, which outlives the
+        // returned borrow because the borrow is tied to `&self`.
+        unsafe { BorrowedFd::borrow_raw(self.socket.as_raw_fd()) }
+    }
+}
+
+/// Creates one [`RouteSocket`] inside each netns in `namespaces` (an nsfs file
+/// and its inode for messages), on a dedicated thread so that the caller's
+/// threads never change netns. Results keep the order of `namespaces`.
+pub fn open_sockets(
+    namespaces: &[(BorrowedFd<'_>, u64)],
+) -> Result<Vec<Result<RouteSocket, NetlinkError>>, NetlinkError> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let own = std::fs::File::open("/proc/thread-self/ns/net").map_err(NetlinkError::OwnNetns)?;
+                let mut sockets = Vec::with_capacity(namespaces.len());
+                for (file, inode) in namespaces {
+                    let socket = nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(|source| NetlinkError::Setns { inode: *inode, source })
+                        .and_then(|()| RouteSocket::new());
+                    sockets.push(socket);
+                }
+                nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWNET).map_err(NetlinkError::SetnsBack)?;
+                Ok(sockets)
+            })
+            .join()
+            .map_err(|_| NetlinkError::ThreadPanicked)?
+    })
+}

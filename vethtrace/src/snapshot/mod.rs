@@ -1,0 +1,290 @@
+//! The snapshot: every netns, every veth end, and each end's verified peer.
+//!
+//! Order matters for correctness: all link dumps come before any nsid
+//! query, because dumping the links of a netns can assign new nsids (the
+//! kernel assigns one when it reports a peer in a netns that has none yet).
+
+pub mod model;
+pub mod pairing;
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+
+use crate::netlink::{self, Link, NetlinkError, RouteSocket};
+use crate::netns::{self, DiscoverError, DiscoverOptions, Discovery, HoldKind, Netns};
+use model::{LinkEntry, MasterEntry, NetnsEntry, NsidEntry, PeerEntry, ProcessEntry, Snapshot};
+use pairing::{NsidOracle, Peer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Discover(#[from] DiscoverError),
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+}
+
+/// Options for [`take`].
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotOptions {
+    pub discover: DiscoverOptions,
+}
+
+/// One netns during a snapshot: its discovery record, its socket, and what
+/// was read through it.
+struct Reading {
+    netns: Netns,
+    socket: Option<RouteSocket>,
+    cookie: Option<u64>,
+    links: Vec<Link>,
+    nsids: Vec<i32>,
+    error: Option<String>,
+}
+
+/// Takes a snapshot of every netns on the host.
+pub fn take(options: &SnapshotOptions) -> Result<Snapshot, SnapshotError> {
+    raise_open_file_limit();
+    let discovery = netns::discover(&options.discover)?;
+    let Discovery {
+        namespaces,
+        own,
+        skipped,
+    } = discovery;
+
+    let files: Vec<_> = namespaces
+        .iter()
+        .map(|netns| (netns.file.as_fd(), netns.id.inode))
+        .collect();
+    let sockets = netlink::open_sockets(&files)?;
+    drop(files);
+
+    let mut readings: Vec<Reading> = namespaces
+        .into_iter()
+        .zip(sockets)
+        .map(|(netns, socket)| {
+            let (socket, error) = match socket {
+                Ok(socket) => (Some(socket), None),
+                Err(error) => (None, Some(error.to_string())),
+            };
+            Reading {
+                netns,
+                socket,
+                cookie: None,
+                links: Vec::new(),
+                nsids: Vec::new(),
+                error,
+            }
+        })
+        .collect();
+
+    for reading in &mut readings {
+        let Some(socket) = reading.socket.as_mut() else { continue };
+        reading.cookie = socket.netns_cookie();
+        match netlink::dump_links(socket) {
+            Ok(links) => reading.links = links,
+            Err(error) => reading.error = Some(error.to_string()),
+        }
+    }
+    for reading in &mut readings {
+        let Some(socket) = reading.socket.as_mut() else { continue };
+        match netlink::dump_nsids(socket) {
+            Ok(nsids) => reading.nsids = nsids,
+            Err(error) => log::debug!("netns {}: {error}", reading.netns.id.inode),
+        }
+    }
+
+    let all_links: Vec<Vec<Link>> = readings.iter_mut().map(|reading| std::mem::take(&mut reading.links)).collect();
+    let mut oracle = SocketOracle {
+        readings: &mut readings,
+        answers: HashMap::new(),
+    };
+    let peers = pairing::pair(&all_links, &mut oracle);
+    let answers = oracle.answers;
+
+    let mut snapshot = Snapshot {
+        netns: Vec::with_capacity(readings.len()),
+        links: Vec::new(),
+        skipped,
+    };
+    for (index, reading) in readings.iter().enumerate() {
+        snapshot.netns.push(netns_entry(index, reading, own, &answers, &readings));
+    }
+    for (netns_index, links) in all_links.iter().enumerate() {
+        for (link_index, link) in links.iter().enumerate() {
+            let Some(peer) = peers.get(&(netns_index, link_index)) else { continue };
+            let entry = link_entry(netns_index, link, links, peer, &all_links, &mut readings);
+            snapshot.links.push(entry);
+        }
+    }
+    snapshot.links.sort_by_key(|link| (link.netns, link.ifindex));
+    Ok(snapshot)
+}
+
+/// Answers nsid queries with RTM_GETNSID on the observer's socket and
+/// remembers every answer for the nsid tables in the output.
+struct SocketOracle<'a> {
+    readings: &'a mut [Reading],
+    answers: HashMap<(usize, i32), usize>,
+}
+
+impl NsidOracle for SocketOracle<'_> {
+    fn nsid_of(&mut self, observer: usize, target: usize) -> Option<i32> {
+        let (observer_reading, target_reading) = if observer < target {
+            let (left, right) = self.readings.split_at_mut(target);
+            (&mut left[observer], &right[0])
+        } else {
+            let (left, right) = self.readings.split_at_mut(observer);
+            (&mut right[0], &left[target])
+        };
+        let socket = observer_reading.socket.as_mut()?;
+        match netlink::nsid_of(socket, target_reading.netns.file.as_fd()) {
+            Ok(Some(nsid)) => {
+                self.answers.insert((observer, nsid), target);
+                Some(nsid)
+            }
+            Ok(None) => None,
+            Err(error) => {
+                log::debug!(
+                    "nsid of netns {} in netns {}: {error}",
+                    target_reading.netns.id.inode,
+                    observer_reading.netns.id.inode
+                );
+                None
+            }
+        }
+    }
+}
+
+fn netns_entry(
+    index: usize,
+    reading: &Reading,
+    own: netns::NetnsId,
+    answers: &HashMap<(usize, i32), usize>,
+    readings: &[Reading],
+) -> NetnsEntry {
+    let netns = &reading.netns;
+    let mut pids: Vec<u32> = netns.processes.iter().map(|process| process.pid).collect();
+    pids.dedup();
+    let processes = netns
+        .processes
+        .iter()
+        .map(|process| {
+            let (via, tid, fd) = match process.kind {
+                HoldKind::Process => ("process", None, None),
+                HoldKind::Thread => ("thread", process.detail, None),
+                HoldKind::OpenFile => ("fd", None, process.detail),
+                HoldKind::Socket => ("socket", None, process.detail),
+            };
+            ProcessEntry {
+                pid: process.pid,
+                comm: process.comm.clone(),
+                via: via.into(),
+                tid,
+                fd,
+            }
+        })
+        .collect();
+    let nsids = reading
+        .nsids
+        .iter()
+        .map(|&nsid| NsidEntry {
+            nsid,
+            netns: answers
+                .get(&(index, nsid))
+                .map(|&target| readings[target].netns.id.inode),
+        })
+        .collect();
+    NetnsEntry {
+        inode: netns.id.inode,
+        cookie: reading.cookie,
+        current: netns.id == own,
+        paths: netns.mounts.iter().map(|mount| mount.path.clone()).collect(),
+        pids,
+        processes,
+        containers: netns.containers.clone(),
+        nsids,
+        error: reading.error.clone(),
+    }
+}
+
+fn link_entry(
+    netns_index: usize,
+    link: &Link,
+    siblings: &[Link],
+    peer: &Peer,
+    all_links: &[Vec<Link>],
+    readings: &mut [Reading],
+) -> LinkEntry {
+    let master = link.master.map(|ifindex| MasterEntry {
+        ifindex,
+        name: siblings
+            .iter()
+            .find(|other| other.ifindex == ifindex)
+            .map(|other| other.name.clone()),
+    });
+    let peer = match peer {
+        Peer::Verified { netns, link: index } => {
+            let other = &all_links[*netns][*index];
+            PeerEntry {
+                netns: Some(readings[*netns].netns.id.inode),
+                netns_cookie: readings[*netns].cookie,
+                ifindex: Some(other.ifindex),
+                name: Some(other.name.clone()),
+                verified: true,
+                reason: None,
+            }
+        }
+        Peer::Unverified {
+            nsid,
+            ifindex,
+            netns,
+            reason,
+        } => {
+            // Ask the kernel for the peer's name through the nsid, which works
+            // even when the peer's netns could not be opened.
+            let name = match (nsid, ifindex, readings[netns_index].socket.as_mut()) {
+                (Some(nsid), Some(ifindex), Some(socket)) if *nsid >= 0 => {
+                    netlink::get_link_in_nsid(socket, *nsid, *ifindex)
+                        .ok()
+                        .flatten()
+                        .map(|peer| peer.name)
+                }
+                _ => None,
+            };
+            PeerEntry {
+                netns: netns.map(|index| readings[index].netns.id.inode),
+                netns_cookie: netns.and_then(|index| readings[index].cookie),
+                ifindex: *ifindex,
+                name,
+                verified: false,
+                reason: Some(reason.describe().into()),
+            }
+        }
+    };
+    LinkEntry {
+        netns: readings[netns_index].netns.id.inode,
+        netns_cookie: readings[netns_index].cookie,
+        ifindex: link.ifindex,
+        name: link.name.clone(),
+        kind: link.kind.clone().unwrap_or_default(),
+        operstate: link.operstate.clone(),
+        mac: link.mac.clone(),
+        master,
+        link_netnsid: link.link_netnsid,
+        peer,
+    }
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit, because a snapshot keeps
+/// one nsfs file and one netlink socket open per netns.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                log::warn!("failed to raise RLIMIT_NOFILE from {soft} to {hard}: {error}");
+            }
+        }
+        Ok(_) => {}
+        Err(error) => log::warn!("failed to read RLIMIT_NOFILE: {error}"),
+    }
+}
