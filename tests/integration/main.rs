@@ -4,3 +4,5 @@
 
 mod cases;
 mod cli;
+mod watch;
+mod runtimes;

@@ -12,6 +12,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
+pub mod runtimes;
+
 /// Returns the vethtrace binary under test: `VETHTRACE_BIN`, or the binary
 /// next to this test executable's `deps` folder.
 pub fn vethtrace_bin() -> PathBuf {
@@ -147,6 +149,11 @@ impl SandboxOutput {
             stderr: read("err"),
             status: read("rc").trim().parse().expect("exit status"),
         }
+    }
+
+    /// A path inside the sandbox's work folder, where recipes write files.
+    pub fn work_path(&self, name: &str) -> PathBuf {
+        self.work.0.join(name)
     }
 
     /// The pid recorded by `label NAME PID`.

@@ -36,7 +36,7 @@ pub struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 
-    /// What to do; without a command, vethtrace runs `snapshot`.
+    /// What to do; without a command, vethtrace runs `watch`.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -55,6 +55,57 @@ pub enum Command {
     /// Example: `vethtrace peer eth0 --netns pid:4242` shows where the
     /// container's eth0 is wired to.
     Peer(PeerArgs),
+
+    /// Print the current veth pairs, then one line per change, until
+    /// interrupted.
+    ///
+    /// With eBPF (Linux 5.8+ with BTF, and fentry or kprobes allowed), every
+    /// change comes with the process that made it. Where the kernel refuses
+    /// eBPF tracing, vethtrace says why and watches netlink notifications
+    /// instead, which cannot name the actor and see only namespaces that
+    /// have an nsid in the current netns.
+    ///
+    /// Events: present (initial state), pair-created, moved, renamed,
+    /// deleted (one per end), lost (events dropped; a fresh snapshot
+    /// follows) and notice (the mode in use).
+    Watch(WatchArgs),
+
+    /// Show the kernel, whether eBPF tracing works, and the attach point
+    /// chosen for each hook.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Default, clap::Args)]
+pub struct WatchArgs {
+    /// Print one JSON object per line, each with a stable "event" field.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Use the netlink monitor even where eBPF tracing works.
+    #[arg(long)]
+    pub netlink: bool,
+
+    /// Size of the eBPF ring buffer in bytes: a power of two, at least 4096.
+    /// Each event takes 144 bytes. Default: 262144.
+    #[arg(long, value_name = "BYTES", value_parser = parse_ring_size)]
+    pub ring_size: Option<u32>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_ring_size(text: &str) -> Result<u32, String> {
+    let size: u32 = text
+        .parse()
+        .map_err(|_| format!("invalid ring size {text:?}: expected a number of bytes such as 262144"))?;
+    if size < 4096 || !size.is_power_of_two() {
+        return Err(format!("invalid ring size {size}: use a power of two of at least 4096, such as 262144"));
+    }
+    Ok(size)
 }
 
 #[derive(Debug, clap::Args)]

@@ -29,6 +29,14 @@ pub enum Error {
     },
     #[error("failed to write output: {0}")]
     Output(#[source] std::io::Error),
+    #[error("failed to install a signal handler: {0}")]
+    Signal(#[source] std::io::Error),
+    #[error("failed to start the tokio runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("reading eBPF events failed: {0}")]
+    Tracer(#[source] crate::ebpf::TracerError),
+    #[error(transparent)]
+    Monitor(#[from] crate::live::netlink_source::MonitorError),
 }
 
 impl Error {

@@ -43,7 +43,8 @@ impl NetnsRef {
         if let Some(pid) = text.strip_prefix("pid:") {
             return pid.parse().map(Self::Pid).map_err(|_| invalid());
         }
-        if let Some(inode) = text.strip_prefix("net:[").and_then(|rest| rest.strip_suffix(']')) {
+        if let Some(rest) = text.strip_prefix("net:") {
+            let inode = rest.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')).ok_or_else(invalid)?;
             return inode.parse().map(Self::Inode).map_err(|_| invalid());
         }
         if text.bytes().all(|byte| byte.is_ascii_digit()) {

@@ -3,6 +3,7 @@
 //! Each command lives in its own module with its own options; this file only
 //! dispatches.
 
+mod bench;
 mod cmd;
 mod run;
 mod setup;
@@ -25,6 +26,8 @@ enum Command {
     VmTest(vm::TestOptions),
     /// Boot a Debian kernel under QEMU and run vethtrace or a script in it.
     VmRun(vm::RunOptions),
+    /// Run a benchmark in a private sandbox and print a Markdown table.
+    Bench(bench::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,5 +37,6 @@ fn main() -> anyhow::Result<()> {
         Command::Test(options) => test::test(&options),
         Command::VmTest(options) => vm::test(&options),
         Command::VmRun(options) => vm::run(&options),
+        Command::Bench(options) => bench::bench(&options),
     }
 }

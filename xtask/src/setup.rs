@@ -25,6 +25,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
     ("python3-pyroute2", "/usr/lib/python3/dist-packages/pyroute2/__init__.py"),
     ("containernetworking-plugins", "/usr/lib/cni/bridge"),
+    ("docker.io", "/usr/sbin/dockerd"),
+    ("containerd", "/usr/bin/containerd"),
+    ("runc", "/usr/sbin/runc"),
+    ("lxc", "/usr/bin/lxc-start"),
 ];
 
 /// The bpf-linker release line that builds against an external LLVM 22.

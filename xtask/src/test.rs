@@ -26,7 +26,9 @@ pub fn test(options: &Options) -> anyhow::Result<()> {
     )?;
     cmd::run(
         Command::new("cargo")
-            .args(["test", "--workspace"])
+            // The workspace's default members: everything but the eBPF
+            // crate, which only builds for the BPF target.
+            .arg("test")
             .args(&options.args)
             .current_dir(cmd::workspace_root()),
     )?;

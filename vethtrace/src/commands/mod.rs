@@ -2,6 +2,8 @@
 
 pub mod peer;
 pub mod snapshot;
+pub mod status;
+pub mod watch;
 
 use crate::error::Error;
 use crate::privileges;

@@ -15,6 +15,7 @@ pub fn run(args: &SnapshotArgs, out: &mut dyn Write) -> Result<(), Error> {
             sockets: !args.no_sockets,
             ..DiscoverOptions::default()
         },
+        ..SnapshotOptions::default()
     };
     let snapshot = snapshot::take(&options)?;
     if args.json {

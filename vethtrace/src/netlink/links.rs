@@ -44,7 +44,8 @@ impl Link {
         }
     }
 
-    fn from_message(message: LinkMessage) -> Self {
+    /// Reads the attributes pairing needs from one RTM_NEWLINK message.
+    pub fn from_message(message: LinkMessage) -> Self {
         let mut link = Link {
             ifindex: message.header.index,
             name: String::new(),

@@ -79,13 +79,13 @@ fn scoped_id(component: &str) -> Option<Container> {
             return Some(container(runtime, id));
         }
     }
-    // containerd's CRI plugin with the systemd driver configured in kubelet
-    // but not in containerd writes `SLICE:cri-containerd:ID` as one component.
+    // When kubelet uses the systemd cgroup driver and runc does not, runc
+    // takes the systemd-style `SLICE:cri-containerd:ID` as a plain cgroup name.
     let (_, id) = component.rsplit_once(":cri-containerd:")?;
     is_container_id(id).then(|| container("containerd", id))
 }
 
-/// Parses the cgroupfs layouts `/docker/ID` and `/lxc/NAME` (LXC before 4.0).
+/// Parses the cgroupfs layouts `/docker/ID` and `/lxc/NAME` (older LXC).
 fn id_under_parent(component: &str, parent: Option<&str>) -> Option<Container> {
     match parent? {
         "docker" if is_container_id(component) => Some(container("docker", component)),
@@ -98,12 +98,15 @@ fn id_under_parent(component: &str, parent: Option<&str>) -> Option<Container> {
 /// last component is the bare container id.
 fn kubepods_id(components: &[&str], index: usize) -> Option<Container> {
     let component = components[index];
-    let under_kubepods = components[..index].iter().any(|part| part.contains("kubepods"));
+    let under_kubepods = components[..index]
+        .iter()
+        .any(|part| part.contains("kubepods"));
     (under_kubepods && is_container_id(component)).then(|| container("cri", component))
 }
 
-/// Parses `lxc.payload.NAME`, the cgroup of an LXC 4.0+ or LXD container.
-/// `lxc.monitor.NAME` holds the monitor process and is not the container.
+/// Parses `lxc.payload.NAME`, the cgroup of a container under current LXC
+/// and LXD (`DEFAULT_PAYLOAD_CGROUP_PREFIX` in LXC's src/lxc/cgroups/cgroup.h).
+/// `lxc.monitor.NAME` contains the monitor process and is not the container.
 fn lxc_payload(component: &str) -> Option<Container> {
     let name = component.strip_prefix("lxc.payload.")?;
     (!name.is_empty()).then(|| container("lxc", name))
@@ -112,11 +115,12 @@ fn lxc_payload(component: &str) -> Option<Container> {
 /// Parses `machine-NAME.scope`, the scope that systemd-machined registers
 /// for a systemd-nspawn container, with NAME in systemd's unit escaping.
 ///
-/// Recent systemd-nspawn splits the scope into `payload` and `supervisor`
-/// cgroups; the supervisor is the nspawn process outside the container.
-/// libvirt registers its QEMU virtual machines the same way, as
-/// `machine-qemu\x2dN\x2dNAME.scope`; those are not containers and are
-/// skipped.
+/// systemd-nspawn moves the container into a `payload` sub-cgroup of the
+/// scope and, with `--keep-unit`, itself into `supervisor`
+/// (`create_subcgroup` in systemd's src/nspawn/nspawn-cgroup.c). The
+/// supervisor runs outside the container, so it is skipped. libvirt
+/// registers its QEMU virtual machines as `machine-qemu\x2dN\x2dNAME.scope`,
+/// which are not containers either.
 fn nspawn_machine(component: &str, child: Option<&str>) -> Option<Container> {
     let escaped = component.strip_prefix("machine-")?.strip_suffix(".scope")?;
     let name = unescape_unit_name(escaped)?;
@@ -147,7 +151,10 @@ fn unescape_unit_name(escaped: &str) -> Option<String> {
 
 /// Returns whether `text` is a full container id: 64 lowercase hex digits.
 fn is_container_id(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+    text.len() == 64
+        && text
+            .bytes()
+            .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn container(runtime: &str, id: &str) -> Container {
@@ -186,12 +193,22 @@ mod tests {
     #[test]
     fn docker_systemd_scope() {
         expect(&format!("0::/system.slice/docker-{ID}.scope"), "docker", ID);
-        expect(&format!("4:memory:/system.slice/docker-{ID}.scope"), "docker", ID);
+        expect(
+            &format!("4:memory:/system.slice/docker-{ID}.scope"),
+            "docker",
+            ID,
+        );
         // A container that runs systemd moves its processes into sub-cgroups.
-        expect(&format!("0::/system.slice/docker-{ID}.scope/init.scope"), "docker", ID);
+        expect(
+            &format!("0::/system.slice/docker-{ID}.scope/init.scope"),
+            "docker",
+            ID,
+        );
         // Rootless Docker runs under the user's systemd instance.
         expect(
-            &format!("0::/user.slice/user-1000.slice/user@1000.service/app.slice/docker-{ID}.scope"),
+            &format!(
+                "0::/user.slice/user-1000.slice/user@1000.service/app.slice/docker-{ID}.scope"
+            ),
             "docker",
             ID,
         );
@@ -200,7 +217,11 @@ mod tests {
     #[test]
     fn docker_nested_returns_innermost() {
         expect(&format!("0::/docker/{ID}/docker/{INNER}"), "docker", INNER);
-        expect(&format!("0::/lxc.payload.build1/system.slice/docker-{INNER}.scope"), "docker", INNER);
+        expect(
+            &format!("0::/lxc.payload.build1/system.slice/docker-{INNER}.scope"),
+            "docker",
+            INNER,
+        );
     }
 
     #[test]
@@ -244,13 +265,23 @@ mod tests {
             "cri-o",
             ID,
         );
-        expect_none(&format!("0::/kubepods.slice/kubepods-pod1.slice/crio-conmon-{ID}.scope"));
+        expect_none(&format!(
+            "0::/kubepods.slice/kubepods-pod1.slice/crio-conmon-{ID}.scope"
+        ));
     }
 
     #[test]
     fn podman_scope_and_conmon() {
-        expect(&format!("0::/machine.slice/libpod-{ID}.scope"), "podman", ID);
-        expect(&format!("0::/machine.slice/libpod-{ID}.scope/container"), "podman", ID);
+        expect(
+            &format!("0::/machine.slice/libpod-{ID}.scope"),
+            "podman",
+            ID,
+        );
+        expect(
+            &format!("0::/machine.slice/libpod-{ID}.scope/container"),
+            "podman",
+            ID,
+        );
         expect(&format!("0::/libpod_parent/libpod-{ID}"), "podman", ID);
         expect_none(&format!("0::/machine.slice/libpod-conmon-{ID}.scope"));
     }
@@ -267,9 +298,21 @@ mod tests {
 
     #[test]
     fn nspawn_machine_scope() {
-        expect("0::/machine.slice/machine-build.scope", "systemd-nspawn", "build");
-        expect(r"0::/machine.slice/machine-my\x2dbox.scope/payload", "systemd-nspawn", "my-box");
-        expect(r"1:name=systemd:/machine.slice/machine-a\x2db\x2dc.scope", "systemd-nspawn", "a-b-c");
+        expect(
+            "0::/machine.slice/machine-build.scope",
+            "systemd-nspawn",
+            "build",
+        );
+        expect(
+            r"0::/machine.slice/machine-my\x2dbox.scope/payload",
+            "systemd-nspawn",
+            "my-box",
+        );
+        expect(
+            r"1:name=systemd:/machine.slice/machine-a\x2db\x2dc.scope",
+            "systemd-nspawn",
+            "a-b-c",
+        );
         expect_none(r"0::/machine.slice/machine-my\x2dbox.scope/supervisor");
         expect_none(r"0::/machine.slice/machine-qemu\x2d1\x2dvm1.scope");
         expect_none(r"0::/machine.slice/machine-bad\x2.scope");

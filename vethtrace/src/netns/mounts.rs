@@ -8,11 +8,12 @@
 //! a root of `net:[INODE]`; it is read once per distinct mount namespace.
 
 use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 
 use nix::errno::Errno;
 
 use super::NetnsId;
-use super::procfs::{ProcFs, bracketed_inode};
+use super::procfs::{NsKind, ProcFs, bracketed_inode};
 
 /// One nsfs bind mount of a netns, as a line of `mountinfo` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,7 +24,7 @@ pub(super) struct NetnsMount {
     pub(super) mount_point: Vec<u8>,
 }
 
-/// Where a [`NetnsMount`] was found.
+/// The mount namespace and process in which a [`NetnsMount`] was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct MountSite {
     /// Inode of the mount namespace.
@@ -37,38 +38,37 @@ pub(super) struct MountSite {
 /// Progress of reading `mountinfo` for one mount namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Read {
+    /// A walker thread is reading it now.
+    Reading,
     Done,
     /// Every attempt so far failed. A later process in the same mount
     /// namespace gets another try.
     Failed,
 }
 
-/// The mount namespaces seen so far during one discovery.
+/// The mount namespaces seen so far during one discovery, shared by the
+/// walker threads.
 pub(super) struct MountNamespaces {
     own: Option<u64>,
-    seen: HashMap<u64, Read>,
-    mounts: Vec<NetnsMount>,
+    seen: Mutex<HashMap<u64, Read>>,
 }
 
 impl MountNamespaces {
-    /// Starts with the caller's own mount namespace, whose `mountinfo` is
-    /// read through `/proc/thread-self` so that its mount points are paths
-    /// the caller can open as they are.
-    pub(super) fn new(proc: &mut ProcFs, visit: impl FnMut(MountSite, &NetnsMount)) -> Self {
+    /// Reads the nsfs mounts of the caller's own mount namespace through
+    /// `/proc/thread-self`, so that their mount points are paths the caller
+    /// can open as they are, and calls `visit` for each.
+    pub(super) fn new(proc: &mut ProcFs, visit: impl FnMut(MountSite, NetnsMount)) -> Self {
         let own = proc
             .own_mount_ns()
             .inspect_err(|errno| log::debug!("stat /proc/thread-self/ns/mnt failed: {errno}"))
             .ok();
-        let mut namespaces = Self {
+        let namespaces = Self {
             own,
-            seen: HashMap::new(),
-            mounts: Vec::new(),
+            seen: Mutex::new(HashMap::new()),
         };
         if let Some(own) = own {
-            let result = proc.read_own("mountinfo").map(|text| {
-                namespaces.mounts.clear();
-                parse_mountinfo(text, &mut namespaces.mounts);
-            });
+            namespaces.claim(own);
+            let result = proc.read_own("mountinfo");
             namespaces.finish_read(own, std::process::id(), result, visit);
         }
         namespaces
@@ -78,68 +78,79 @@ impl MountNamespaces {
     /// that namespace was already read, and calls `visit` for each netns
     /// mount in it.
     pub(super) fn visit_process(
-        &mut self,
+        &self,
         proc: &mut ProcFs,
         pid: u32,
-        visit: impl FnMut(MountSite, &NetnsMount),
+        visit: impl FnMut(MountSite, NetnsMount),
     ) {
-        let mount_ns = match proc.stat_ns(pid, "mnt") {
-            Ok(stat) => stat.st_ino,
+        let mount_ns = match proc.ns_inode(pid, NsKind::Mnt) {
+            Ok(inode) => inode,
             Err(errno) => {
-                log::debug!("stat /proc/{pid}/ns/mnt failed: {errno}");
+                log::debug!("readlink /proc/{pid}/ns/mnt failed: {errno}");
                 return;
             }
         };
-        if self.seen.get(&mount_ns) == Some(&Read::Done) {
-            return;
+        if self.claim(mount_ns) {
+            let result = proc.read(pid, "mountinfo");
+            self.finish_read(mount_ns, pid, result, visit);
         }
-        let result = proc.read(pid, "mountinfo").map(|text| {
-            self.mounts.clear();
-            parse_mountinfo(text, &mut self.mounts);
-        });
-        self.finish_read(mount_ns, pid, result, visit);
+    }
+
+    /// Marks `mount_ns` as being read. Returns false if it was read already
+    /// or another thread is reading it.
+    fn claim(&self, mount_ns: u64) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        match seen.get(&mount_ns) {
+            Some(Read::Reading | Read::Done) => false,
+            Some(Read::Failed) | None => {
+                seen.insert(mount_ns, Read::Reading);
+                true
+            }
+        }
     }
 
     fn finish_read(
-        &mut self,
+        &self,
         mount_ns: u64,
         pid: u32,
-        result: Result<(), Errno>,
-        mut visit: impl FnMut(MountSite, &NetnsMount),
+        result: Result<&[u8], Errno>,
+        mut visit: impl FnMut(MountSite, NetnsMount),
     ) {
-        match result {
-            Ok(()) => {
-                self.seen.insert(mount_ns, Read::Done);
+        let state = match result {
+            Ok(text) => {
                 let site = MountSite {
                     mount_ns,
                     in_own_mount_ns: self.own == Some(mount_ns),
                     pid,
                 };
-                for mount in &self.mounts {
+                for mount in netns_mounts(text) {
                     visit(site, mount);
                 }
+                Read::Done
             }
             Err(errno) => {
-                log::debug!("read /proc/{pid}/mountinfo (mount namespace {mount_ns}) failed: {errno}");
-                self.seen.entry(mount_ns).or_insert(Read::Failed);
+                log::debug!(
+                    "read /proc/{pid}/mountinfo (mount namespace {mount_ns}) failed: {errno}"
+                );
+                Read::Failed
             }
-        }
+        };
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.insert(mount_ns, state);
     }
 
     /// Returns the number of mount namespaces whose `mountinfo` could not
     /// be read from any of their processes.
     pub(super) fn unreadable(&self) -> u64 {
-        self.seen.values().filter(|read| **read == Read::Failed).count() as u64
+        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.values().filter(|read| **read == Read::Failed).count() as u64
     }
 }
 
-/// Appends to `out` every nsfs mount of a netns listed in `mountinfo` text.
-pub(super) fn parse_mountinfo(text: &[u8], out: &mut Vec<NetnsMount>) {
-    for line in text.split(|byte| *byte == b'\n') {
-        if let Some(mount) = parse_mountinfo_line(line) {
-            out.push(mount);
-        }
-    }
+/// Returns every nsfs mount of a netns listed in `mountinfo` text.
+pub(super) fn netns_mounts(text: &[u8]) -> impl Iterator<Item = NetnsMount> + '_ {
+    text.split(|byte| *byte == b'\n')
+        .filter_map(parse_mountinfo_line)
 }
 
 /// Parses one `mountinfo` line (proc_pid_mountinfo(5)) and returns the mount
@@ -158,7 +169,9 @@ pub(super) fn parse_mountinfo_line(line: &[u8]) -> Option<NetnsMount> {
     let root = fields.next()?;
     let mount_point = fields.next()?;
     let _options = fields.next()?;
-    let fstype = fields.find(|field| *field == b"-").and_then(|_| fields.next())?;
+    let fstype = fields
+        .find(|field| *field == b"-")
+        .and_then(|_| fields.next())?;
     if fstype != b"nsfs" {
         return None;
     }
@@ -222,7 +235,13 @@ mod tests {
     fn mountinfo_line_netns_bind_mount() {
         let line = b"512 26 0:4 net:[4026532281] /run/netns/blue rw shared:5 - nsfs nsfs rw";
         let mount = parse_mountinfo_line(line).expect("an nsfs netns mount");
-        assert_eq!(mount.id, NetnsId { dev: nsfs_dev(), inode: 4026532281 });
+        assert_eq!(
+            mount.id,
+            NetnsId {
+                dev: nsfs_dev(),
+                inode: 4026532281
+            }
+        );
         assert_eq!(mount.mount_point, b"/run/netns/blue");
     }
 
@@ -245,7 +264,8 @@ mod tests {
 
     #[test]
     fn mountinfo_line_escaped_mount_point() {
-        let line = br"90 26 0:4 net:[4026533000] /tmp/vtdisc\040dir/tab\011name\134x rw - nsfs nsfs rw";
+        let line =
+            br"90 26 0:4 net:[4026533000] /tmp/vtdisc\040dir/tab\011name\134x rw - nsfs nsfs rw";
         let mount = parse_mountinfo_line(line).expect("an nsfs netns mount");
         assert_eq!(mount.mount_point, b"/tmp/vtdisc dir/tab\tname\\x");
     }
@@ -270,9 +290,18 @@ mod tests {
     #[test]
     fn mountinfo_line_truncated_or_empty() {
         assert_eq!(parse_mountinfo_line(b""), None);
-        assert_eq!(parse_mountinfo_line(b"512 26 0:4 net:[4026532281] /run/netns/blue rw"), None);
-        assert_eq!(parse_mountinfo_line(b"512 26 0:4 net:[4026532281] /run/netns/blue rw -"), None);
-        assert_eq!(parse_mountinfo_line(b"512 26 bad net:[4026532281] /run/netns/blue rw - nsfs nsfs rw"), None);
+        assert_eq!(
+            parse_mountinfo_line(b"512 26 0:4 net:[4026532281] /run/netns/blue rw"),
+            None
+        );
+        assert_eq!(
+            parse_mountinfo_line(b"512 26 0:4 net:[4026532281] /run/netns/blue rw -"),
+            None
+        );
+        assert_eq!(
+            parse_mountinfo_line(b"512 26 bad net:[4026532281] /run/netns/blue rw - nsfs nsfs rw"),
+            None
+        );
     }
 
     #[test]
@@ -280,10 +309,15 @@ mod tests {
         let text = b"22 27 0:21 / /proc rw,relatime - proc proc rw\n\
 512 26 0:4 net:[4026532281] /run/netns/blue rw shared:5 - nsfs nsfs rw\n\
 513 26 0:4 net:[4026532282] /run/netns/red rw shared:5 - nsfs nsfs rw\n";
-        let mut mounts = Vec::new();
-        parse_mountinfo(text, &mut mounts);
-        let paths: Vec<&[u8]> = mounts.iter().map(|mount| mount.mount_point.as_slice()).collect();
-        assert_eq!(paths, [b"/run/netns/blue".as_slice(), b"/run/netns/red".as_slice()]);
+        let mounts: Vec<NetnsMount> = netns_mounts(text).collect();
+        let paths: Vec<&[u8]> = mounts
+            .iter()
+            .map(|mount| mount.mount_point.as_slice())
+            .collect();
+        assert_eq!(
+            paths,
+            [b"/run/netns/blue".as_slice(), b"/run/netns/red".as_slice()]
+        );
     }
 
     #[test]
@@ -303,13 +337,19 @@ mod tests {
         // line, then check the real nsfs mounts of this host, if it has any.
         let major = libc::major(stat.st_dev);
         let minor = libc::minor(stat.st_dev);
-        let line = format!("1 1 {major}:{minor} net:[{}] /vtdisc rw - nsfs nsfs rw", stat.st_ino);
+        let line = format!(
+            "1 1 {major}:{minor} net:[{}] /vtdisc rw - nsfs nsfs rw",
+            stat.st_ino
+        );
         let mount = parse_mountinfo_line(line.as_bytes()).expect("an nsfs netns mount");
         assert_eq!(mount.id.dev, stat.st_dev);
-        let mut mounts = Vec::new();
-        parse_mountinfo(&text, &mut mounts);
-        for mount in mounts {
-            assert_eq!(mount.id.dev, stat.st_dev, "device of {:?}", String::from_utf8_lossy(&mount.mount_point));
+        for mount in netns_mounts(&text) {
+            assert_eq!(
+                mount.id.dev,
+                stat.st_dev,
+                "device of {:?}",
+                String::from_utf8_lossy(&mount.mount_point)
+            );
         }
     }
 }

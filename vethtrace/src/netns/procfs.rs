@@ -1,16 +1,16 @@
 //! Reads the per-process entries of procfs that show which netns a process,
 //! its threads and its open files refer to.
 //!
-//! Every path is resolved relative to one open procfs directory with the
-//! `*at` calls and a reused path buffer, so a walk over thousands of
-//! processes does not allocate per entry. Errors come back as [`Errno`]
+//! Paths are resolved relative to one open procfs directory with the `*at`
+//! calls and reused buffers, so the walk allocates little per process.
+//! Errors come back as [`Errno`]
 //! because the caller only needs to count and log them: processes exit
 //! between two calls, and some entries (`/proc/1` in a sandbox) are off
 //! limits even to root.
 
 use std::ffi::CStr;
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 
@@ -20,13 +20,13 @@ use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
 
 use super::NetnsId;
 
-/// Longest link target worth reading from `/proc/PID/fd/N`: only the
-/// `net:[INODE]` and `socket:[INODE]` targets matter, and both are short.
-/// Longer targets are cut at this size and match neither prefix.
+/// Maximum length read from a `/proc/PID/fd/N` link. Only the short
+/// `net:[INODE]` and `socket:[INODE]` targets matter, and longer targets
+/// are cut at this size and match neither prefix.
 const LINK_MAX: usize = 64;
 
-/// Size of the buffer for getdents64(2); 32 KiB as glibc's readdir uses,
-/// which holds about a thousand procfs entries per call.
+/// Size of the buffer for getdents64(2). glibc's readdir uses 32 KiB too,
+/// which fits about a thousand procfs entries per call.
 const DIRENTS_SIZE: usize = 32 * 1024;
 
 /// Offset of `d_reclen` and of `d_name` in `struct linux_dirent64`, after
@@ -45,7 +45,30 @@ pub(super) struct ProcFs {
     text: Vec<u8>,
 }
 
-/// What a `/proc/PID/fd/N` link points to, as far as discovery cares.
+/// The namespace types that discovery reads from `/proc/PID/ns`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum NsKind {
+    Net,
+    Mnt,
+}
+
+impl NsKind {
+    fn name(self) -> &'static str {
+        match self {
+            NsKind::Net => "net",
+            NsKind::Mnt => "mnt",
+        }
+    }
+
+    fn link_prefix(self) -> &'static [u8] {
+        match self {
+            NsKind::Net => b"net:[",
+            NsKind::Mnt => b"mnt:[",
+        }
+    }
+}
+
+/// The target of a `/proc/PID/fd/N` link, classified for discovery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum FdTarget {
     /// An nsfs file of a netns, `net:[INODE]`.
@@ -72,13 +95,13 @@ impl ProcFs {
     /// Lists the numeric entries of the procfs root, that is the process ids.
     pub(super) fn pids(&mut self) -> Result<Vec<u32>, Errno> {
         format_path(&mut self.path, format_args!("."));
-        self.list_numbers()?;
+        drop(self.list_numbers()?);
         Ok(self.numbers.clone())
     }
 
     /// Fills `self.numbers` with the numeric entry names of the directory
-    /// at `self.path`.
-    fn list_numbers(&mut self) -> Result<(), Errno> {
+    /// at `self.path`, and returns that directory open.
+    fn list_numbers(&mut self) -> Result<OwnedFd, Errno> {
         let path = CStr::from_bytes_until_nul(&self.path).map_err(|_| Errno::EINVAL)?;
         let dir = openat(self.dir.as_fd(), path, dir_flags(), Mode::empty())?;
         self.numbers.clear();
@@ -87,12 +110,18 @@ impl ProcFs {
             if let Some(number) = parse_u32(name) {
                 numbers.push(number);
             }
-        })
+        })?;
+        Ok(dir)
     }
 
     /// Opens `/proc/thread-self/ns/net`, the calling thread's netns.
     pub(super) fn open_own_netns(&self) -> Result<OwnedFd, Errno> {
-        openat(self.dir.as_fd(), c"thread-self/ns/net", read_flags(), Mode::empty())
+        openat(
+            self.dir.as_fd(),
+            c"thread-self/ns/net",
+            read_flags(),
+            Mode::empty(),
+        )
     }
 
     /// Returns the inode of the calling thread's mount namespace.
@@ -101,16 +130,21 @@ impl ProcFs {
         Ok(stat.st_ino)
     }
 
-    /// Stats `/proc/PID/ns/NAME`, where NAME is `net` or `mnt`.
-    pub(super) fn stat_ns(&mut self, pid: u32, name: &str) -> Result<FileStat, Errno> {
+    /// Returns the inode of namespace `kind` (`net` or `mnt`) of process
+    /// `pid`, from the link `/proc/PID/ns/KIND` -> `KIND:[INODE]`.
+    ///
+    /// readlink(2) on these links only formats the inode number, while
+    /// stat(2) would look up the namespace's nsfs dentry, which costs more.
+    pub(super) fn ns_inode(&mut self, pid: u32, kind: NsKind) -> Result<u64, Errno> {
+        let name = kind.name();
         let path = format_path(&mut self.path, format_args!("{pid}/ns/{name}"));
-        fstatat(self.dir.as_fd(), path, AtFlags::empty())
+        read_ns_link(self.dir.as_fd(), path, kind)
     }
 
-    /// Returns the netns of thread `tid` of process `pid`.
-    pub(super) fn thread_netns(&mut self, pid: u32, tid: u32) -> Result<NetnsId, Errno> {
+    /// Returns the netns inode of thread `tid` of process `pid`.
+    pub(super) fn thread_netns_inode(&mut self, pid: u32, tid: u32) -> Result<u64, Errno> {
         let path = format_path(&mut self.path, format_args!("{pid}/task/{tid}/ns/net"));
-        fstatat(self.dir.as_fd(), path, AtFlags::empty()).map(|stat| netns_id(&stat))
+        read_ns_link(self.dir.as_fd(), path, NsKind::Net)
     }
 
     /// Returns whether process `pid` may have more than one thread.
@@ -118,7 +152,7 @@ impl ProcFs {
     /// procfs reports the link count of `/proc/PID/task` as 2 plus the number
     /// of threads (`proc_task_getattr` in fs/proc/base.c), so one stat saves
     /// listing the directory for the common single-threaded process. Any other
-    /// count, or a failed stat, answers true so the caller lists the threads.
+    /// count, or a failed stat, returns true so the caller lists the threads.
     pub(super) fn may_have_threads(&mut self, pid: u32) -> bool {
         let path = format_path(&mut self.path, format_args!("{pid}/task"));
         match fstatat(self.dir.as_fd(), path, AtFlags::empty()) {
@@ -130,7 +164,7 @@ impl ProcFs {
     /// Lists the thread ids in `/proc/PID/task`.
     pub(super) fn threads(&mut self, pid: u32) -> Result<Vec<u32>, Errno> {
         format_path(&mut self.path, format_args!("{pid}/task"));
-        self.list_numbers()?;
+        drop(self.list_numbers()?);
         Ok(self.numbers.clone())
     }
 
@@ -138,8 +172,9 @@ impl ProcFs {
     pub(super) fn comm(&mut self, pid: u32) -> Result<String, Errno> {
         let path = format_path(&mut self.path, format_args!("{pid}/comm"));
         let fd = openat(self.dir.as_fd(), path, read_flags(), Mode::empty())?;
-        // The kernel limits comm to 16 bytes (TASK_COMM_LEN) including the
-        // NUL, and one read returns all of it.
+        // comm is at most 15 bytes and a newline for user tasks
+        // (TASK_COMM_LEN is 16). Kernel threads can show longer names,
+        // which are cut at the buffer size.
         let mut buf = [0u8; 64];
         let len = nix::unistd::read(&fd, &mut buf)?;
         let comm = buf[..len].strip_suffix(b"\n").unwrap_or(&buf[..len]);
@@ -161,30 +196,49 @@ impl ProcFs {
     fn read_path_to_text(&mut self) -> Result<&[u8], Errno> {
         let path = CStr::from_bytes_until_nul(&self.path).map_err(|_| Errno::EINVAL)?;
         let fd = openat(self.dir.as_fd(), path, read_flags(), Mode::empty())?;
+        // A plain read loop, because `read_to_end` on a `File` first calls
+        // statx and lseek for the size and position, which procfs reports as 0.
         self.text.clear();
-        std::fs::File::from(fd)
-            .read_to_end(&mut self.text)
-            .map_err(|error| Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO)))?;
-        Ok(&self.text)
+        loop {
+            self.text.reserve(4096);
+            let spare = self.text.spare_capacity_mut();
+            // SAFETY: the kernel writes at most `spare.len()` bytes into the
+            // spare capacity, which stays borrowed for the call, and `fd`
+            // stays open.
+            let len = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+            let len = Errno::result(len)? as usize;
+            if len == 0 {
+                return Ok(&self.text);
+            }
+            // SAFETY: read(2) initialized the first `len` bytes of the spare
+            // capacity, and `len` is at most its size.
+            unsafe { self.text.set_len(self.text.len() + len) };
+        }
     }
 
-    /// Calls `visit(fd, target)` for each entry of `/proc/PID/fd`, skipping
-    /// `skip_fd`. Returns the number of entries whose link could not be read.
+    /// Calls `visit(fd, target)` for each entry of `/proc/PID/fd`. Returns
+    /// the number of entries whose link could not be read.
+    ///
+    /// `own_file` is set when `pid` is the calling process. Then that fd and
+    /// the fd used to list the directory are skipped, because they are
+    /// discovery's own.
     pub(super) fn fds(
         &mut self,
         pid: u32,
-        skip_fd: Option<RawFd>,
+        own_file: Option<RawFd>,
         mut visit: impl FnMut(RawFd, FdTarget),
     ) -> Result<u64, Errno> {
         format_path(&mut self.path, format_args!("{pid}/fd"));
-        self.list_numbers()?;
+        // The links are read relative to the open directory, which saves
+        // looking up `PID/fd` again for every fd.
+        let fd_dir = self.list_numbers()?;
         let fds = std::mem::take(&mut self.numbers);
         let mut unreadable = 0;
         for fd in fds.iter().map(|fd| *fd as RawFd) {
-            if Some(fd) == skip_fd {
+            if own_file.is_some_and(|own_file| fd == own_file || fd == fd_dir.as_raw_fd()) {
                 continue;
             }
-            match self.fd_target(pid, fd) {
+            match self.fd_target(fd_dir.as_fd(), fd) {
                 Ok(target) => visit(fd, target),
                 Err(errno) => {
                     log::debug!("readlink /proc/{pid}/fd/{fd} failed: {errno}");
@@ -196,10 +250,10 @@ impl ProcFs {
         Ok(unreadable)
     }
 
-    fn fd_target(&mut self, pid: u32, fd: RawFd) -> Result<FdTarget, Errno> {
-        let path = format_path(&mut self.path, format_args!("{pid}/fd/{fd}"));
+    fn fd_target(&mut self, fd_dir: BorrowedFd<'_>, fd: RawFd) -> Result<FdTarget, Errno> {
+        let path = format_path(&mut self.path, format_args!("{fd}"));
         let mut link = [0u8; LINK_MAX];
-        let len = readlinkat(self.dir.as_fd(), path, &mut link)?;
+        let len = readlinkat(fd_dir, path, &mut link)?;
         Ok(parse_fd_target(&link[..len]))
     }
 
@@ -210,9 +264,13 @@ impl ProcFs {
         openat(self.dir.as_fd(), path, read_flags(), Mode::empty())
     }
 
-    /// Opens `PID/root` followed by the absolute `mount_point`, which is the
-    /// mount point as process `pid` sees it.
-    pub(super) fn open_under_root(&mut self, pid: u32, mount_point: &[u8]) -> Result<OwnedFd, Errno> {
+    /// Opens `PID/root` followed by the absolute `mount_point`, a path
+    /// relative to the root directory of process `pid`.
+    pub(super) fn open_under_root(
+        &mut self,
+        pid: u32,
+        mount_point: &[u8],
+    ) -> Result<OwnedFd, Errno> {
         self.path.clear();
         write!(self.path, "{pid}/root").expect("writing to a Vec cannot fail");
         self.path.extend_from_slice(mount_point);
@@ -255,6 +313,13 @@ fn format_path<'a>(buf: &'a mut Vec<u8>, args: fmt::Arguments) -> &'a CStr {
     CStr::from_bytes_until_nul(buf).expect("the buffer ends with a NUL")
 }
 
+fn read_ns_link(dir: BorrowedFd<'_>, path: &CStr, kind: NsKind) -> Result<u64, Errno> {
+    let mut link = [0u8; LINK_MAX];
+    let len = readlinkat(dir, path, &mut link)?;
+    // Anything but `KIND:[INODE]` would mean procfs changed its format.
+    bracketed_inode(&link[..len], kind.link_prefix()).ok_or(Errno::EINVAL)
+}
+
 fn readlinkat(dir: BorrowedFd<'_>, path: &CStr, buf: &mut [u8]) -> Result<usize, Errno> {
     // SAFETY: `path` is NUL-terminated, and the kernel writes at most
     // `buf.len()` bytes into `buf`, which stays borrowed for the call.
@@ -271,11 +336,22 @@ fn readlinkat(dir: BorrowedFd<'_>, path: &CStr, buf: &mut [u8]) -> Result<usize,
 
 /// Calls `visit(name)` for each entry of directory `dir`, reading the
 /// entries with getdents64(2) into `buf`.
-fn for_each_dirent(dir: BorrowedFd<'_>, buf: &mut [u8], mut visit: impl FnMut(&[u8])) -> Result<(), Errno> {
+fn for_each_dirent(
+    dir: BorrowedFd<'_>,
+    buf: &mut [u8],
+    mut visit: impl FnMut(&[u8]),
+) -> Result<(), Errno> {
     loop {
         // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`,
         // which stays borrowed for the call, and `dir` stays open.
-        let len = unsafe { libc::syscall(libc::SYS_getdents64, dir.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
+        let len = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                dir.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
         let len = Errno::result(len)? as usize;
         if len == 0 {
             return Ok(());
@@ -337,8 +413,14 @@ mod tests {
 
     #[test]
     fn fd_target_parses_netns_and_socket_links() {
-        assert_eq!(parse_fd_target(b"net:[4026531840]"), FdTarget::Netns(4026531840));
-        assert_eq!(parse_fd_target(b"socket:[123456]"), FdTarget::Socket(123456));
+        assert_eq!(
+            parse_fd_target(b"net:[4026531840]"),
+            FdTarget::Netns(4026531840)
+        );
+        assert_eq!(
+            parse_fd_target(b"socket:[123456]"),
+            FdTarget::Socket(123456)
+        );
         assert_eq!(parse_fd_target(b"mnt:[4026531841]"), FdTarget::Other);
         assert_eq!(parse_fd_target(b"/run/netns/net:[1]"), FdTarget::Other);
         assert_eq!(parse_fd_target(b"net:[]"), FdTarget::Other);
@@ -362,7 +444,11 @@ mod tests {
     #[test]
     fn task_link_count_is_two_plus_threads() {
         let stat = |path: &str| nix::sys::stat::stat(path).expect("stat task directory");
-        let count = || std::fs::read_dir("/proc/self/task").expect("list /proc/self/task").count();
+        let count = || {
+            std::fs::read_dir("/proc/self/task")
+                .expect("list /proc/self/task")
+                .count()
+        };
 
         // A helper thread makes this process multi-threaded for sure. Tests
         // running in parallel add and remove threads, so retry until the
@@ -383,12 +469,19 @@ mod tests {
         stop_tx.send(()).expect("stop helper thread");
         helper.join().expect("join helper thread");
         let (threads, nlink) = matched.expect("thread count never stable across a stat");
-        assert!(threads >= 2, "expected at least 2 threads, counted {threads}");
+        assert!(
+            threads >= 2,
+            "expected at least 2 threads, counted {threads}"
+        );
         assert_eq!(nlink, 2 + threads as u64, "link count of /proc/self/task");
 
-        let child = super::super::tests::ChildGuard::spawn(std::process::Command::new("sleep").arg("30"));
+        let child =
+            super::super::tests::ChildGuard::spawn(std::process::Command::new("sleep").arg("30"));
         let single = stat(&format!("/proc/{}/task", child.pid())).st_nlink;
         drop(child);
-        assert_eq!(single, 3, "link count of a single-threaded process's task directory");
+        assert_eq!(
+            single, 3,
+            "link count of a single-threaded process's task directory"
+        );
     }
 }

@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Mutex, PoisonError};
 
 use nix::errno::Errno;
 use nix::sys::stat::fstat;
@@ -17,18 +18,20 @@ use nix::sys::stat::fstat;
 use super::NetnsId;
 use super::procfs::netns_id_of;
 
-/// Sockets queued and asked during one discovery.
-pub(super) struct SocketProbe {
-    /// Inodes of every socket queued so far, so that a socket shared by
-    /// several fds or processes is asked once.
-    seen: HashSet<u64>,
+/// Inodes of the sockets already queued by any walker thread, so that a
+/// socket shared by several fds or processes is asked once.
+pub(super) type SeenSockets = Mutex<HashSet<u64>>;
+
+/// Sockets queued and asked by one walker thread.
+pub(super) struct SocketProbe<'a> {
+    seen: &'a SeenSockets,
     /// Sockets of the process being scanned, as (fd, socket inode).
     queued: Vec<(RawFd, u64)>,
     /// Set once pidfd_open(2) or pidfd_getfd(2) returned ENOSYS.
     unsupported: bool,
 }
 
-/// Why one socket could not be asked for its netns.
+/// Failure to get the netns of one socket.
 #[derive(Debug)]
 enum AskError {
     Call(&'static str, Errno),
@@ -36,10 +39,10 @@ enum AskError {
     Replaced,
 }
 
-impl SocketProbe {
-    pub(super) fn new() -> Self {
+impl<'a> SocketProbe<'a> {
+    pub(super) fn new(seen: &'a SeenSockets) -> Self {
         Self {
-            seen: HashSet::new(),
+            seen,
             queued: Vec::new(),
             unsupported: false,
         }
@@ -48,14 +51,19 @@ impl SocketProbe {
     /// Queues the socket with sockfs inode `inode`, open as `fd` in the
     /// process being scanned, unless the same socket was queued before.
     pub(super) fn queue(&mut self, fd: RawFd, inode: u64) {
-        if self.seen.insert(inode) {
+        let new = self
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(inode);
+        if new {
             self.queued.push((fd, inode));
         }
     }
 
-    /// Asks each queued socket of process `pid` for its netns and calls
-    /// `found(fd, netns)` for each answer. Returns the number of queued
-    /// sockets that could not be asked, and empties the queue.
+    /// Gets the netns of each queued socket of process `pid` and calls
+    /// `found(fd, netns)` for each. Returns the number of queued sockets
+    /// whose netns could not be read, and empties the queue.
     pub(super) fn ask_queued(&mut self, pid: u32, mut found: impl FnMut(RawFd, NetnsId)) -> u64 {
         let queued = std::mem::take(&mut self.queued);
         let failed = self.ask(pid, &queued, &mut found);
@@ -64,7 +72,12 @@ impl SocketProbe {
         failed
     }
 
-    fn ask(&mut self, pid: u32, queued: &[(RawFd, u64)], found: &mut impl FnMut(RawFd, NetnsId)) -> u64 {
+    fn ask(
+        &mut self,
+        pid: u32,
+        queued: &[(RawFd, u64)],
+        found: &mut impl FnMut(RawFd, NetnsId),
+    ) -> u64 {
         if queued.is_empty() {
             return 0;
         }
@@ -96,13 +109,19 @@ impl SocketProbe {
 
     fn note_failure(&mut self, pid: u32, fd: Option<RawFd>, error: &AskError) {
         if let AskError::Call(call, Errno::ENOSYS) = error {
-            log::debug!("{call} is not available (Linux 5.6 or later is needed), so sockets are not asked for their netns");
+            log::debug!(
+                "{call} is not available (Linux 5.6 or later is needed), so sockets are not asked for their netns"
+            );
             self.unsupported = true;
             return;
         }
         match fd {
-            Some(fd) => log::debug!("asking socket fd {fd} of pid {pid} for its netns failed: {error:?}"),
-            None => log::debug!("asking the sockets of pid {pid} for their netns failed: {error:?}"),
+            Some(fd) => {
+                log::debug!("asking socket fd {fd} of pid {pid} for its netns failed: {error:?}")
+            }
+            None => {
+                log::debug!("asking the sockets of pid {pid} for their netns failed: {error:?}")
+            }
         }
     }
 }
@@ -120,7 +139,8 @@ fn ask_one(pidfd: BorrowedFd<'_>, fd: RawFd, inode: u64) -> Result<NetnsId, AskE
     if stat.st_ino != inode {
         return Err(AskError::Replaced);
     }
-    let netns = socket_netns(socket.as_fd()).map_err(|errno| AskError::Call("ioctl SIOCGSKNS", errno))?;
+    let netns =
+        socket_netns(socket.as_fd()).map_err(|errno| AskError::Call("ioctl SIOCGSKNS", errno))?;
     netns_id_of(netns.as_fd()).map_err(|errno| AskError::Call("fstat", errno))
 }
 
@@ -162,7 +182,8 @@ mod tests {
 
     #[test]
     fn probe_queues_each_socket_once() {
-        let mut probe = SocketProbe::new();
+        let seen = SeenSockets::default();
+        let mut probe = SocketProbe::new(&seen);
         probe.queue(3, 100);
         probe.queue(4, 100);
         probe.queue(5, 101);
@@ -180,7 +201,8 @@ mod tests {
         )
         .expect("fstat own netns");
 
-        let mut probe = SocketProbe::new();
+        let seen = SeenSockets::default();
+        let mut probe = SocketProbe::new(&seen);
         probe.queue(socket.as_raw_fd(), inode);
         let mut answers = Vec::new();
         let failed = probe.ask_queued(std::process::id(), |fd, netns| answers.push((fd, netns)));
@@ -191,7 +213,8 @@ mod tests {
     #[test]
     fn replaced_fd_is_not_attributed() {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a loopback UDP socket");
-        let mut probe = SocketProbe::new();
+        let seen = SeenSockets::default();
+        let mut probe = SocketProbe::new(&seen);
         // An inode that is not the socket's, as if the fd had been closed
         // and reused between readlink and pidfd_getfd.
         probe.queue(socket.as_raw_fd(), u64::MAX);

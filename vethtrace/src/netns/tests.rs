@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use nix::sched::{CloneFlags, unshare};
 
+use super::procfs::netns_id;
 use super::*;
 
 /// How long a test waits for a child process to reach its expected state.
@@ -54,7 +55,10 @@ impl ChildGuard {
             if current.trim_end() == comm && ready(pid) {
                 return;
             }
-            assert!(Instant::now() < deadline, "child {pid} not ready within {SETUP_TIMEOUT:?}");
+            assert!(
+                Instant::now() < deadline,
+                "child {pid} not ready within {SETUP_TIMEOUT:?}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -82,7 +86,8 @@ impl NetnsThread {
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let (ready_tx, ready_rx) = mpsc::channel();
         let handle = std::thread::spawn(move || {
-            let result = unshare(CloneFlags::CLONE_NEWNET).map(|()| (nix::unistd::gettid().as_raw() as u32, thread_netns()));
+            let result = unshare(CloneFlags::CLONE_NEWNET)
+                .map(|()| (nix::unistd::gettid().as_raw() as u32, thread_netns()));
             ready_tx.send(result).expect("send thread netns");
             stop_rx.recv().ok();
         });
@@ -113,7 +118,7 @@ impl Drop for NetnsThread {
 
 /// Runs `make` in a short-lived thread that first moves into a new netns,
 /// and returns what it made. Once the thread has exited, the netns lives
-/// only as long as the returned value holds it.
+/// only as long as the returned value references it.
 fn in_new_netns<T: Send + 'static>(make: impl FnOnce() -> T + Send + 'static) -> T {
     std::thread::spawn(move || {
         unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET) in a thread");
@@ -128,7 +133,8 @@ fn thread_netns() -> NetnsId {
 }
 
 fn stat_netns(path: &str) -> NetnsId {
-    let stat = nix::sys::stat::stat(path).unwrap_or_else(|errno| panic!("stat {path} failed: {errno}"));
+    let stat =
+        nix::sys::stat::stat(path).unwrap_or_else(|errno| panic!("stat {path} failed: {errno}"));
     netns_id(&stat)
 }
 
@@ -187,8 +193,15 @@ fn discover_includes_own_netns_sorted() {
     }
     for netns in &discovery.namespaces {
         assert_eq!(file_id(netns), netns.id, "file of netns {}", netns.id.inode);
-        let keys: Vec<_> = netns.processes.iter().map(|h| (h.pid, h.kind, h.detail)).collect();
-        assert!(keys.windows(2).all(|pair| pair[0] < pair[1]), "holders sorted: {keys:?}");
+        let keys: Vec<_> = netns
+            .processes
+            .iter()
+            .map(|h| (h.pid, h.kind, h.detail))
+            .collect();
+        assert!(
+            keys.windows(2).all(|pair| pair[0] < pair[1]),
+            "holders sorted: {keys:?}"
+        );
     }
 }
 
@@ -196,19 +209,27 @@ fn discover_includes_own_netns_sorted() {
 fn discover_finds_unshared_process() {
     let mut child = ChildGuard::spawn(Command::new("unshare").args(["-n", "sleep", "30"]));
     let own = thread_netns();
-    child.wait_until("sleep", |pid| stat_netns(&format!("/proc/{pid}/ns/net")) != own);
+    child.wait_until("sleep", |pid| {
+        stat_netns(&format!("/proc/{pid}/ns/net")) != own
+    });
     let id = stat_netns(&format!("/proc/{}/ns/net", child.pid()));
 
     let discovery = discover_all(false);
     let netns = find(&discovery, id);
     assert_eq!(file_id(netns), id);
     assert!(
-        netns.processes.contains(&holder(child.pid(), "sleep", HoldKind::Process, None)),
+        netns
+            .processes
+            .contains(&holder(child.pid(), "sleep", HoldKind::Process, None)),
         "holders: {:?}",
         netns.processes
     );
     assert!(netns.mounts.is_empty(), "mounts: {:?}", netns.mounts);
-    assert!(netns.containers.is_empty(), "containers: {:?}", netns.containers);
+    assert!(
+        netns.containers.is_empty(),
+        "containers: {:?}",
+        netns.containers
+    );
 }
 
 #[test]
@@ -217,10 +238,22 @@ fn discover_finds_thread_in_other_netns() {
     let discovery = discover_all(false);
     let netns = find(&discovery, thread.id);
     assert_eq!(file_id(netns), thread.id);
-    let expected = holder(std::process::id(), &own_comm(), HoldKind::Thread, Some(thread.tid));
-    assert!(netns.processes.contains(&expected), "holders: {:?}", netns.processes);
+    let expected = holder(
+        std::process::id(),
+        &own_comm(),
+        HoldKind::Thread,
+        Some(thread.tid),
+    );
     assert!(
-        !netns.processes.iter().any(|holder| holder.kind == HoldKind::Process),
+        netns.processes.contains(&expected),
+        "holders: {:?}",
+        netns.processes
+    );
+    assert!(
+        !netns
+            .processes
+            .iter()
+            .any(|holder| holder.kind == HoldKind::Process),
         "no process lives in the thread's netns: {:?}",
         netns.processes
     );
@@ -228,22 +261,38 @@ fn discover_finds_thread_in_other_netns() {
 
 #[test]
 fn discover_finds_netns_held_by_open_file() {
-    let file: OwnedFd = in_new_netns(|| std::fs::File::open("/proc/thread-self/ns/net").expect("open netns").into());
+    let file: OwnedFd = in_new_netns(|| {
+        std::fs::File::open("/proc/thread-self/ns/net")
+            .expect("open netns")
+            .into()
+    });
     let id = netns_id_of(file.as_fd()).expect("fstat netns file");
 
     let discovery = discover_all(false);
     let netns = find(&discovery, id);
     assert_eq!(file_id(netns), id);
     let fd = file.as_raw_fd() as u32;
-    let expected = holder(std::process::id(), &own_comm(), HoldKind::OpenFile, Some(fd));
-    assert!(netns.processes.contains(&expected), "holders: {:?}", netns.processes);
+    let expected = holder(
+        std::process::id(),
+        &own_comm(),
+        HoldKind::OpenFile,
+        Some(fd),
+    );
+    assert!(
+        netns.processes.contains(&expected),
+        "holders: {:?}",
+        netns.processes
+    );
 }
 
 #[test]
 fn discover_finds_netns_held_by_socket() {
-    let socket = in_new_netns(|| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind UDP socket in new netns"));
+    let socket = in_new_netns(|| {
+        std::net::UdpSocket::bind("127.0.0.1:0").expect("bind UDP socket in new netns")
+    });
     let id = {
-        let netns = sockets::open_socket_netns(std::process::id(), socket.as_raw_fd()).expect("SIOCGSKNS");
+        let netns =
+            sockets::open_socket_netns(std::process::id(), socket.as_raw_fd()).expect("SIOCGSKNS");
         netns_id_of(netns.as_fd()).expect("fstat socket netns")
     };
     assert_ne!(id, thread_netns());
@@ -253,13 +302,21 @@ fn discover_finds_netns_held_by_socket() {
     assert_eq!(file_id(netns), id);
     let fd = socket.as_raw_fd() as u32;
     let expected = holder(std::process::id(), &own_comm(), HoldKind::Socket, Some(fd));
-    assert!(netns.processes.contains(&expected), "holders: {:?}", netns.processes);
-    // The discovery holds the netns open, which another discovery would see.
+    assert!(
+        netns.processes.contains(&expected),
+        "holders: {:?}",
+        netns.processes
+    );
+    // The discovery keeps an nsfs file of the netns open, which another
+    // discovery would find as an open-file holder.
     drop(discovery);
 
     let without_sockets = discover_all(false);
     assert!(
-        !without_sockets.namespaces.iter().any(|netns| netns.id == id),
+        !without_sockets
+            .namespaces
+            .iter()
+            .any(|netns| netns.id == id),
         "a netns held only by a socket is found only with sockets enabled"
     );
 }
@@ -276,9 +333,15 @@ fn discover_finds_mount_in_other_mount_ns() {
         unshare -n mount --bind /proc/self/ns/net "/tmp/vtdisc dir/net"
         exec sleep 30
     "#;
-    let mut child = ChildGuard::spawn(
-        Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-e", "-c", script]),
-    );
+    let mut child = ChildGuard::spawn(Command::new("unshare").args([
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-e",
+        "-c",
+        script,
+    ]));
     child.wait_until("sleep", |_| true);
     let pid = child.pid();
     let id = stat_netns(&format!("/proc/{pid}/root/tmp/vtdisc dir/net"));
@@ -312,29 +375,54 @@ fn discover_finds_mount_in_own_mount_ns() {
     command
         .args(["-m", "--propagation", "private"])
         .arg(exe)
-        .args(["--exact", "netns::tests::own_mount_ns_inner", "--ignored", "--test-threads=1"])
+        .args([
+            "--exact",
+            "netns::tests::own_mount_ns_inner",
+            "--ignored",
+            "--test-threads=1",
+        ])
         .env(INNER_ENV, "1");
     let output = command.output().expect("run the test binary under unshare");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "inner test failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("1 passed"), "inner test did not run:\n{stdout}");
+    assert!(
+        output.status.success(),
+        "inner test failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "inner test did not run:\n{stdout}"
+    );
 }
 
 #[test]
 #[ignore = "run by discover_finds_mount_in_own_mount_ns inside a private mount namespace"]
 fn own_mount_ns_inner() {
     let parent = nix::unistd::getppid();
-    let own_mnt = nix::sys::stat::stat("/proc/self/ns/mnt").expect("stat own mount namespace").st_ino;
-    let parent_mnt = nix::sys::stat::stat(format!("/proc/{parent}/ns/mnt").as_str()).map(|stat| stat.st_ino);
+    let own_mnt = nix::sys::stat::stat("/proc/self/ns/mnt")
+        .expect("stat own mount namespace")
+        .st_ino;
+    let parent_mnt =
+        nix::sys::stat::stat(format!("/proc/{parent}/ns/mnt").as_str()).map(|stat| stat.st_ino);
     if std::env::var_os(INNER_ENV).is_none() {
         eprintln!("{INNER_ENV} is not set, so not mounting anything");
         return;
     }
-    assert_ne!(parent_mnt, Ok(own_mnt), "must run in a mount namespace of its own");
+    assert_ne!(
+        parent_mnt,
+        Ok(own_mnt),
+        "must run in a mount namespace of its own"
+    );
 
     use nix::mount::{MsFlags, mount};
-    mount(Some("vtdisc-tmpfs"), "/tmp", Some("tmpfs"), MsFlags::empty(), None::<&str>).expect("mount tmpfs on /tmp");
+    mount(
+        Some("vtdisc-tmpfs"),
+        "/tmp",
+        Some("tmpfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .expect("mount tmpfs on /tmp");
     std::fs::create_dir("/tmp/vtdisc own").expect("create mount point directory");
     std::fs::File::create("/tmp/vtdisc own/net").expect("create mount point file");
     let id = in_new_netns(|| {
@@ -359,6 +447,24 @@ fn own_mount_ns_inner() {
     };
     assert_eq!(netns.mounts, [expected]);
     assert!(netns.processes.is_empty(), "holders: {:?}", netns.processes);
+}
+
+#[test]
+fn discover_missing_proc_root_fails() {
+    let options = DiscoverOptions {
+        proc_root: "/nonexistent/vtdisc-proc".into(),
+        sockets: false,
+    };
+    let error = discover(&options).expect_err("a missing procfs root is an error");
+    assert!(
+        matches!(&error, DiscoverError::ReadProc { path, .. } if path == "/nonexistent/vtdisc-proc"),
+        "error: {error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("/nonexistent/vtdisc-proc"),
+        "message: {message}"
+    );
 }
 
 /// A pid above the kernel's maximum (`PID_MAX_LIMIT` is 2^22), so it never
@@ -404,10 +510,10 @@ fn open_rejects_holder_now_in_other_netns() {
 fn cgroup_file_first_container_line_wins() {
     let id = "4f1c2a9b8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a";
     let text = format!("12:pids:/\n11:memory:/docker/{id}\n0::/\n");
-    let container = container_of_cgroup_file(text.as_bytes()).expect("a container");
+    let container = walk::container_of_cgroup_file(text.as_bytes()).expect("a container");
     assert_eq!(container.runtime, "docker");
     assert_eq!(container.id, id);
-    assert_eq!(container_of_cgroup_file(b"0::/init.scope\n"), None);
+    assert_eq!(walk::container_of_cgroup_file(b"0::/init.scope\n"), None);
 }
 
 /// Number of namespaces for [`discover_timing_many_namespaces`].
@@ -424,7 +530,9 @@ fn discover_timing_many_namespaces() {
         .collect();
     let own = thread_netns();
     for child in &mut children {
-        child.wait_until("sleep", |pid| stat_netns(&format!("/proc/{pid}/ns/net")) != own);
+        child.wait_until("sleep", |pid| {
+            stat_netns(&format!("/proc/{pid}/ns/net")) != own
+        });
     }
 
     for sockets in [false, true] {
@@ -433,9 +541,16 @@ fn discover_timing_many_namespaces() {
             let start = Instant::now();
             let discovery = discover_all(sockets);
             times.push(start.elapsed());
-            assert!(discovery.namespaces.len() > MANY, "found {}", discovery.namespaces.len());
+            assert!(
+                discovery.namespaces.len() > MANY,
+                "found {}",
+                discovery.namespaces.len()
+            );
         }
         times.sort();
-        eprintln!("discover(sockets: {sockets}) over {MANY} namespaces: min {:?}, median {:?}", times[0], times[2]);
+        eprintln!(
+            "discover(sockets: {sockets}) over {MANY} namespaces: min {:?}, median {:?}",
+            times[0], times[2]
+        );
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod snapshot;
 pub mod table;
+pub mod watch;
 
 use std::io::{IsTerminal, Write};
 

@@ -27,6 +27,10 @@ pub enum SnapshotError {
 #[derive(Clone, Debug, Default)]
 pub struct SnapshotOptions {
     pub discover: DiscoverOptions,
+    /// Also resolve which nsid every netns has in the caller's netns (one
+    /// RTM_GETNSID per netns), so the current netns's `nsids` table is
+    /// complete. The netlink monitor needs it to place notifications.
+    pub map_current_nsids: bool,
 }
 
 /// One netns during a snapshot: its discovery record, its socket, and what
@@ -98,6 +102,15 @@ pub fn take(options: &SnapshotOptions) -> Result<Snapshot, SnapshotError> {
         answers: HashMap::new(),
     };
     let peers = pairing::pair(&all_links, &mut oracle);
+    if options.map_current_nsids
+        && let Some(own_index) = oracle.readings.iter().position(|reading| reading.netns.id == own)
+    {
+        for target in 0..oracle.readings.len() {
+            if target != own_index {
+                oracle.nsid_of(own_index, target);
+            }
+        }
+    }
     let answers = oracle.answers;
 
     let mut snapshot = Snapshot {
@@ -183,10 +196,14 @@ fn netns_entry(
             }
         })
         .collect();
-    let nsids = reading
-        .nsids
-        .iter()
-        .map(|&nsid| NsidEntry {
+    // The dump, plus nsids the kernel assigned after it and pairing learned.
+    let mut all_nsids = reading.nsids.clone();
+    all_nsids.extend(answers.keys().filter(|(observer, _)| *observer == index).map(|(_, nsid)| *nsid));
+    all_nsids.sort_unstable();
+    all_nsids.dedup();
+    let nsids = all_nsids
+        .into_iter()
+        .map(|nsid| NsidEntry {
             nsid,
             netns: answers
                 .get(&(index, nsid))

@@ -1,0 +1,45 @@
+//! `vethtrace status`: the kernel, the mode `watch` would use, and why.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::cli::StatusArgs;
+use crate::ebpf::{Mode, Status, Tracer};
+use crate::error::Error;
+use crate::live::NETLINK_LIMITS;
+use crate::output;
+
+/// What `status --json` prints.
+#[derive(Serialize)]
+struct Report<'a> {
+    /// "ebpf" or "netlink": the mode `watch` would use.
+    watch_mode: &'static str,
+    /// Why netlink, when it is netlink.
+    reason: Option<String>,
+    #[serde(flatten)]
+    tracer: &'a Status,
+}
+
+pub fn run(args: &StatusArgs, out: &mut dyn Write) -> Result<(), Error> {
+    super::require_privileges("vethtrace status")?;
+    let status = Tracer::probe_status();
+    let (watch_mode, reason) = match &status.mode {
+        Mode::Ebpf => ("ebpf", None),
+        Mode::Unavailable(reason) => ("netlink", Some(reason.clone())),
+    };
+    if args.json {
+        let report = Report {
+            watch_mode,
+            reason,
+            tracer: &status,
+        };
+        return output::write_json_pretty(out, &report).map_err(Error::Output);
+    }
+    write!(out, "{status}").map_err(Error::Output)?;
+    let line = match reason {
+        None => "watch mode: ebpf (actors and every netns are visible)".to_string(),
+        Some(_) => format!("watch mode: netlink fallback ({NETLINK_LIMITS})"),
+    };
+    writeln!(out, "{line}").map_err(Error::Output)
+}
