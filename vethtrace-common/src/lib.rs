@@ -83,7 +83,10 @@ pub struct Header {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeviceRef {
-    /// Netns cookie (`net.net_cookie`); never reused during a boot.
+    /// Netns cookie (`net.net_cookie`); never reused during a boot. 0 where
+    /// the kernel has none, and on older kernels that assign it lazily for a
+    /// netns whose cookie nothing has asked for yet. On Debian's 5.10 that
+    /// is every netns but the initial one.
     pub netns_cookie: u64,
     /// Netns inode number (`net.ns.inum`), as `/proc/PID/ns/net` shows it.
     pub netns_inode: u32,
@@ -147,7 +150,9 @@ pub struct Offsets {
     pub dev_rtnl_link_ops: u32,
     /// `rtnl_link_ops.kind` (a `const char *`).
     pub link_ops_kind: u32,
-    /// `net.net_cookie`; `u32::MAX` where the kernel has none.
+    /// `net.net_cookie` (a `u64`, or on older kernels such as 5.10 an
+    /// `atomic64_t` that is 0 until first asked for); `u32::MAX` where the
+    /// kernel has none.
     pub net_cookie: u32,
     /// `net.ns` plus `ns_common.inum`.
     pub net_inum: u32,

@@ -46,7 +46,11 @@ pub(crate) fn read_device(dev: u64, off: &Offsets, out: &mut DeviceRef) -> Resul
 /// Copies `net_device.name` (IFNAMSIZ bytes, NUL-padded by the kernel)
 /// straight into `out`.
 #[inline(always)]
-pub(crate) fn read_name(dev: u64, off: &Offsets, out: &mut [u8; IFNAME_LEN]) -> Result<(), HelperError> {
+pub(crate) fn read_name(
+    dev: u64,
+    off: &Offsets,
+    out: &mut [u8; IFNAME_LEN],
+) -> Result<(), HelperError> {
     let src = dev.wrapping_add(u64::from(off.dev_name)) as *const u8;
     // SAFETY: bpf_probe_read_kernel_buf checks the source address and writes
     // exactly out.len() bytes into out.

@@ -87,13 +87,19 @@ fn parse_args() -> Result<(TracerOptions, Duration), String> {
             }
             "--ring-size" => {
                 let size = args.next().ok_or("--ring-size wants a byte count")?;
-                options.ring_size =
-                    Some(size.parse().map_err(|error| format!("--ring-size {size}: {error}"))?);
+                options.ring_size = Some(
+                    size.parse()
+                        .map_err(|error| format!("--ring-size {size}: {error}"))?,
+                );
             }
             "--start-delay" => {
-                let seconds = args.next().ok_or("--start-delay wants a number of seconds")?;
+                let seconds = args
+                    .next()
+                    .ok_or("--start-delay wants a number of seconds")?;
                 start_delay = Duration::from_secs(
-                    seconds.parse().map_err(|error| format!("--start-delay {seconds}: {error}"))?,
+                    seconds
+                        .parse()
+                        .map_err(|error| format!("--start-delay {seconds}: {error}"))?,
                 );
             }
             other => return Err(format!("unknown argument {other}")),

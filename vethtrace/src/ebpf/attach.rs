@@ -95,56 +95,56 @@ impl Hook {
         use ProgramKind::{Fentry, Fexit, Kprobe, Kretprobe};
         match (self, kind) {
             (Self::ListNetdevice, AttachKind::Fentry) => {
-                &[Program { name: "list_netdevice_fentry", kind: Fentry }]
+                &[Program("list_netdevice_fentry", Fentry)]
             }
             (Self::ListNetdevice, AttachKind::Kprobe) => {
-                &[Program { name: "list_netdevice_kprobe", kind: Kprobe }]
+                &[Program("list_netdevice_kprobe", Kprobe)]
             }
             (Self::UnlistNetdevice, AttachKind::Fentry) => {
-                &[Program { name: "unlist_netdevice_fentry", kind: Fentry }]
+                &[Program("unlist_netdevice_fentry", Fentry)]
             }
             (Self::UnlistNetdevice, AttachKind::Kprobe) => {
-                &[Program { name: "unlist_netdevice_kprobe", kind: Kprobe }]
+                &[Program("unlist_netdevice_kprobe", Kprobe)]
             }
             (Self::RtnlConfigureLink, AttachKind::Fentry) => {
-                &[Program { name: "rtnl_configure_link_fentry", kind: Fentry }]
+                &[Program("rtnl_configure_link_fentry", Fentry)]
             }
             (Self::RtnlConfigureLink, AttachKind::Kprobe) => {
-                &[Program { name: "rtnl_configure_link_kprobe", kind: Kprobe }]
+                &[Program("rtnl_configure_link_kprobe", Kprobe)]
             }
             // A tracing program may only read the context slots its target
             // has, so the move has one fentry and one fexit program per arity.
             (Self::DevChangeNetNamespace, AttachKind::Fentry) => match arity {
                 3 => &[
-                    Program { name: "dev_change_net_namespace_fentry3", kind: Fentry },
-                    Program { name: "dev_change_net_namespace_fexit3", kind: Fexit },
+                    Program("dev_change_net_namespace_fentry3", Fentry),
+                    Program("dev_change_net_namespace_fexit3", Fexit),
                 ],
                 4 => &[
-                    Program { name: "dev_change_net_namespace_fentry4", kind: Fentry },
-                    Program { name: "dev_change_net_namespace_fexit4", kind: Fexit },
+                    Program("dev_change_net_namespace_fentry4", Fentry),
+                    Program("dev_change_net_namespace_fexit4", Fexit),
                 ],
                 _ => &[
-                    Program { name: "dev_change_net_namespace_fentry4", kind: Fentry },
-                    Program { name: "dev_change_net_namespace_fexit5", kind: Fexit },
+                    Program("dev_change_net_namespace_fentry4", Fentry),
+                    Program("dev_change_net_namespace_fexit5", Fexit),
                 ],
             },
             (Self::DevChangeNetNamespace, AttachKind::Kprobe) => match arity {
                 3 => &[
-                    Program { name: "dev_change_net_namespace_kprobe3", kind: Kprobe },
-                    Program { name: "dev_change_net_namespace_kretprobe", kind: Kretprobe },
+                    Program("dev_change_net_namespace_kprobe3", Kprobe),
+                    Program("dev_change_net_namespace_kretprobe", Kretprobe),
                 ],
                 _ => &[
-                    Program { name: "dev_change_net_namespace_kprobe4", kind: Kprobe },
-                    Program { name: "dev_change_net_namespace_kretprobe", kind: Kretprobe },
+                    Program("dev_change_net_namespace_kprobe4", Kprobe),
+                    Program("dev_change_net_namespace_kretprobe", Kretprobe),
                 ],
             },
             (Self::DevChangeName, AttachKind::Fentry) => &[
-                Program { name: "dev_change_name_fentry", kind: Fentry },
-                Program { name: "dev_change_name_fexit", kind: Fexit },
+                Program("dev_change_name_fentry", Fentry),
+                Program("dev_change_name_fexit", Fexit),
             ],
             (Self::DevChangeName, AttachKind::Kprobe) => &[
-                Program { name: "dev_change_name_kprobe", kind: Kprobe },
-                Program { name: "dev_change_name_kretprobe", kind: Kretprobe },
+                Program("dev_change_name_kprobe", Kprobe),
+                Program("dev_change_name_kretprobe", Kretprobe),
             ],
         }
     }
@@ -235,16 +235,25 @@ enum ProgramKind {
     Kretprobe,
 }
 
-/// One program of the eBPF object.
+/// One program of the eBPF object: its name there and its type.
 #[derive(Clone, Copy, Debug)]
-struct Program {
-    name: &'static str,
-    kind: ProgramKind,
+struct Program(&'static str, ProgramKind);
+
+impl Program {
+    const fn name(self) -> &'static str {
+        self.0
+    }
+
+    const fn kind(self) -> ProgramKind {
+        self.1
+    }
 }
 
 /// Checks whether this kernel can attach kprobes (CONFIG_KPROBE_EVENTS).
 pub fn kprobes_available() -> bool {
-    KPROBE_INTERFACES.iter().any(|path| Path::new(path).exists())
+    KPROBE_INTERFACES
+        .iter()
+        .any(|path| Path::new(path).exists())
 }
 
 /// The inputs of the per-hook choice.
@@ -280,9 +289,10 @@ fn attach_hook(ebpf: &mut Ebpf, plan: &Plan<'_>, hook: Hook) -> HookStatus {
         .iter()
         .find_map(|&name| plan.btf.function_arity(name).map(|arity| (name, arity)))
     else {
-        status
-            .problems
-            .push(format!("none of {} in kernel btf", hook.functions().join(", ")));
+        status.problems.push(format!(
+            "none of {} in kernel btf",
+            hook.functions().join(", ")
+        ));
         return status;
     };
     if !hook.supports_arity(arity) {
@@ -296,9 +306,9 @@ fn attach_hook(ebpf: &mut Ebpf, plan: &Plan<'_>, hook: Hook) -> HookStatus {
             continue;
         }
         if kind == AttachKind::Kprobe && !plan.kprobes {
-            status
-                .problems
-                .push("kprobe: this kernel has no kprobes (no kprobe PMU, no kprobe_events)".to_owned());
+            status.problems.push(
+                "kprobe: this kernel has no kprobes (no kprobe PMU, no kprobe_events)".to_owned(),
+            );
             continue;
         }
         let programs = hook.programs(kind, arity);
@@ -307,7 +317,7 @@ fn attach_hook(ebpf: &mut Ebpf, plan: &Plan<'_>, hook: Hook) -> HookStatus {
                 status.attached = Some(AttachPoint {
                     function: function.to_owned(),
                     kind,
-                    programs: programs.iter().map(|program| program.name).collect(),
+                    programs: programs.iter().map(|program| program.name()).collect(),
                 });
                 break;
             }
@@ -329,9 +339,9 @@ fn attach_programs(
     for (index, program) in programs.iter().enumerate() {
         if let Err(reason) = attach_program(ebpf, btf, function, *program) {
             for loaded in &programs[..=index] {
-                unload(ebpf, loaded.name);
+                unload(ebpf, loaded.name());
             }
-            return Err((program.name, reason));
+            return Err((program.name(), reason));
         }
     }
     Ok(())
@@ -343,14 +353,14 @@ fn attach_program(
     function: &str,
     program: Program,
 ) -> Result<(), String> {
-    let name = program.name;
+    let name = program.name();
     let Some(object) = ebpf.program_mut(name) else {
         return Err("missing from the ebpf object".to_owned());
     };
     let step = |step: &str, result: Result<(), ProgramError>| {
         result.map_err(|error| describe(name, step, &error))
     };
-    match program.kind {
+    match program.kind() {
         ProgramKind::Fentry => {
             let fentry: &mut FEntry = object.try_into().map_err(|e| describe(name, "type", &e))?;
             step("load", fentry.load(function, btf))?;
@@ -445,7 +455,7 @@ mod tests {
                     let programs = hook.programs(kind, arity);
                     assert!(!programs.is_empty(), "{hook} {kind} {arity}");
                     for program in programs {
-                        assert!(program.name.len() <= 40, "{}", program.name);
+                        assert!(program.name().len() <= 40, "{}", program.name());
                     }
                 }
             }

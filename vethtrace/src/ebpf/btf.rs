@@ -181,13 +181,16 @@ impl Btf {
         let types = section(data, hdr_len, type_off, type_len, "type")?;
         let strings = section(data, hdr_len, str_off, str_len, "string")?;
         if base && strings.first() != Some(&0) {
-            return Err(malformed("string section does not start with an empty string"));
+            return Err(malformed(
+                "string section does not start with an empty string",
+            ));
         }
-        let string_base = self.strings.len();
+        // On an error, leave the BTF as it was before this call.
+        let (type_count, string_len) = (self.types.len(), self.strings.len());
         self.strings.extend_from_slice(strings);
-        self.parse_types(types).map_err(|error| {
-            self.strings.truncate(string_base);
-            error
+        self.parse_types(types).inspect_err(|_| {
+            self.types.truncate(type_count);
+            self.strings.truncate(string_len);
         })
     }
 
@@ -206,8 +209,8 @@ impl Btf {
                     cursor.skip(4)?;
                     Detail::None
                 }
-                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST
-                | KIND_RESTRICT | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => Detail::None,
+                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
+                | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => Detail::None,
                 KIND_ARRAY => {
                     let elem_type = cursor.u32()?;
                     let _index_type = cursor.u32()?;
@@ -279,12 +282,14 @@ impl Btf {
     /// The id of the first type of `kind` named `name`; for structs, the
     /// first with members, so that forward declarations do not match.
     fn find(&self, kind: u8, name: &str) -> Option<u32> {
-        self.types.iter().position(|ty| {
-            ty.kind == kind
-                && self.name(ty.name_off) == name
-                && !matches!(&ty.detail, Detail::Members(members) if members.is_empty())
-        })
-        .map(|id| id as u32)
+        self.types
+            .iter()
+            .position(|ty| {
+                ty.kind == kind
+                    && self.name(ty.name_off) == name
+                    && !matches!(&ty.detail, Detail::Members(members) if members.is_empty())
+            })
+            .map(|id| id as u32)
     }
 
     /// Follows typedefs and type modifiers to the type they name.
@@ -312,7 +317,9 @@ impl Btf {
             (KIND_INT | KIND_ENUM | KIND_ENUM64 | KIND_STRUCT | KIND_UNION | KIND_FLOAT, _) => {
                 Ok(ty.size_or_type)
             }
-            (kind, _) => Err(malformed(format!("type id {id} of kind {kind} has no size"))),
+            (kind, _) => Err(malformed(format!(
+                "type id {id} of kind {kind} has no size"
+            ))),
         }
     }
 
@@ -339,12 +346,12 @@ impl Btf {
         let mut ty_name = name.to_owned();
         let mut total_bits = 0;
         for member in path {
-            let (bits, member_id) = self.find_member(id, member)?.ok_or_else(|| {
-                BtfError::MissingMember {
-                    ty: ty_name.clone(),
-                    member: (*member).to_owned(),
-                }
-            })?;
+            let (bits, member_id) =
+                self.find_member(id, member)?
+                    .ok_or_else(|| BtfError::MissingMember {
+                        ty: ty_name.clone(),
+                        member: (*member).to_owned(),
+                    })?;
             if bits.bitfield_size != 0 || bits.bit_offset % 8 != 0 {
                 return Err(BtfError::Bitfield {
                     ty: ty_name,
@@ -442,9 +449,9 @@ impl KernelBtf {
     pub fn offsets(&self) -> Result<Offsets, BtfError> {
         let btf = &self.btf;
         let dev = |path: &[&str]| btf.member_offset("net_device", path);
-        // net_cookie is a u64 from 5.12 on; 5.7 to 5.11 have an atomic64_t
-        // that stays 0 until something asks for the cookie. Older kernels
-        // have none.
+        // net_cookie is a u64 on 6.1 and later. Debian's 5.10 has an
+        // atomic64_t of the same size that stays 0 until something asks for
+        // the cookie. Kernels before the cookie existed get u32::MAX.
         let net_cookie = match btf.member("net", &["net_cookie"]) {
             Ok((offset, id)) if btf.size_of(id)? == 8 => offset,
             Ok(_) | Err(BtfError::MissingMember { .. }) => u32::MAX,
@@ -459,9 +466,9 @@ impl KernelBtf {
         // `net_device.priv`; before, it followed the aligned struct.
         let dev_priv = match dev(&["priv"]) {
             Ok(offset) => offset,
-            Err(BtfError::MissingMember { .. }) => {
-                btf.struct_size("net_device")?.next_multiple_of(NETDEV_ALIGN)
-            }
+            Err(BtfError::MissingMember { .. }) => btf
+                .struct_size("net_device")?
+                .next_multiple_of(NETDEV_ALIGN),
             Err(error) => return Err(error),
         };
         Ok(Offsets {
@@ -595,7 +602,12 @@ mod tests {
             strings,
             &[
                 (1, info(KIND_INT, 0, false), 4, &[32]),
-                (0, info(KIND_UNION, 2, true), 8, &[17, 1, 32, 23, 1, (3 << 24) | 1]),
+                (
+                    0,
+                    info(KIND_UNION, 2, true),
+                    8,
+                    &[17, 1, 32, 23, 1, (3 << 24) | 1],
+                ),
                 (5, info(KIND_STRUCT, 2, false), 24, &[11, 1, 0, 0, 2, 64]),
             ],
         );

@@ -100,9 +100,9 @@ pub enum TracerError {
     Load {
         /// The errno, or the error itself when it has none.
         errno: String,
-        /// The cause.
+        /// The cause, boxed because aya's error is large.
         #[source]
-        source: EbpfError,
+        source: Box<EbpfError>,
     },
     /// Some hooks found no attach point; each names its failed programs,
     /// calls and errnos.
@@ -190,7 +190,9 @@ pub struct Tracer {
 
 impl fmt::Debug for Tracer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tracer").field("status", &self.status).finish_non_exhaustive()
+        f.debug_struct("Tracer")
+            .field("status", &self.status)
+            .finish_non_exhaustive()
     }
 }
 
@@ -211,12 +213,16 @@ impl Tracer {
                 .collect();
             return Err(TracerError::Unavailable(failed));
         }
-        let events = ebpf.take_map(EVENTS).ok_or(TracerError::MissingMap(EVENTS))?;
+        let events = ebpf
+            .take_map(EVENTS)
+            .ok_or(TracerError::MissingMap(EVENTS))?;
         let events = RingBuf::try_from(events).map_err(|source| TracerError::Map {
             name: EVENTS,
             source,
         })?;
-        let dropped = ebpf.take_map(DROPPED).ok_or(TracerError::MissingMap(DROPPED))?;
+        let dropped = ebpf
+            .take_map(DROPPED)
+            .ok_or(TracerError::MissingMap(DROPPED))?;
         let dropped = PerCpuArray::try_from(dropped).map_err(|source| TracerError::Map {
             name: DROPPED,
             source,
@@ -374,7 +380,9 @@ fn load_object(
     ring_size: Option<u32>,
 ) -> Result<Ebpf, TracerError> {
     let mut loader = EbpfLoader::new();
-    loader.btf(Some(btf)).override_global(OFFSETS, offsets, true);
+    loader
+        .btf(Some(btf))
+        .override_global(OFFSETS, offsets, true);
     if let Some(size) = ring_size {
         if !size.is_power_of_two() || size < MIN_RING_SIZE {
             return Err(TracerError::RingSize(size));
@@ -383,7 +391,7 @@ fn load_object(
     }
     loader.load(OBJECT).map_err(|source| TracerError::Load {
         errno: errno_text(&source),
-        source,
+        source: Box::new(source),
     })
 }
 

@@ -59,7 +59,7 @@ fn end_text(end: &EndRef, labels: &Labels) -> String {
     let netns = end.netns.map(|inode| netns_text(inode, labels)).unwrap_or_else(|| "?".into());
     let ifindex = end.ifindex.map(|ifindex| ifindex.to_string()).unwrap_or_else(|| "?".into());
     match &end.name {
-        Some(name) => format!("{name} ({netns} #{ifindex})"),
+        Some(name) => format!("{name} #{ifindex} in {netns}"),
         None => format!("#{ifindex} in {netns}"),
     }
 }
