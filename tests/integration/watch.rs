@@ -310,3 +310,45 @@ fn short_lived_container() {
     assert_eq!(deleted, ["eth0", "vthc"], "the netns took both ends with it");
     assert_final_state_matches_snapshot(&output, &events);
 }
+
+#[test]
+fn move_with_new_name() {
+    if skip_unless_root("move_with_new_name") {
+        return;
+    }
+    let output = watch_recipe(
+        "ip netns add vtc1; ip link add vth1 type veth peer name eth0 netns vtc1; ip link add vtx type veth peer name vtxp",
+        "ip link set vtx netns vtc1 name vty",
+        r#""event":"renamed""#,
+        1,
+    );
+    let events = events(&output);
+    let changes = changes(&events);
+    assert_eq!(kinds(&changes), ["moved", "renamed"], "{changes:#?}");
+    assert_eq!(changes[0]["name"], "vtx", "the move is reported under the name it had");
+    assert_eq!(changes[1]["name"], "vty");
+    assert_eq!(changes[1]["old_name"], "vtx");
+    assert_final_state_matches_snapshot(&output, &events);
+}
+
+#[test]
+fn move_out_of_netns_without_nsid() {
+    if skip_unless_root("move_out_of_netns_without_nsid") {
+        return;
+    }
+    // a and b are wired only to each other, so neither has an nsid in the
+    // host and their own notifications never reach the watcher.
+    let output = watch_recipe(
+        "ip netns add vta; ip netns add vtb; ip -n vta link add vtab type veth peer name vtba netns vtb",
+        "ip -n vtb link set vtba netns 1",
+        r#""event":"moved""#,
+        1,
+    );
+    let events = events(&output);
+    let changes = changes(&events);
+    assert_eq!(kinds(&changes), ["moved"], "{changes:#?}");
+    assert_eq!(changes[0]["name"], "vtba");
+    assert_eq!(changes[0]["peer"]["name"], "vtab");
+    assert_ne!(changes[0]["from"]["netns"], changes[0]["netns"]);
+    assert_final_state_matches_snapshot(&output, &events);
+}

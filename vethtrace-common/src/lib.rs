@@ -158,8 +158,10 @@ pub struct Offsets {
     pub net_inum: u32,
     /// `veth_priv.peer`.
     pub veth_peer: u32,
-    /// `sizeof(struct net_device)` rounded up to NETDEV_ALIGN (32): where
-    /// `netdev_priv()` starts.
+    /// Start of the driver's private area (`netdev_priv()`): the offset of
+    /// the `net_device.priv` flexible array where it exists (6.12 and
+    /// later), else `sizeof(struct net_device)` rounded up to NETDEV_ALIGN
+    /// (32).
     pub dev_priv: u32,
     /// Explicit padding; always zero.
     pub _pad: u32,

@@ -92,8 +92,8 @@ pub fn dev_change_net_namespace_kretprobe(ctx: RetProbeContext) -> u32 {
     let key = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out at once; only this thread's kprobe
     // writes this key, and it cannot run while this thread is here.
-    let dev = unsafe { MOVES.get(&key) }.copied();
-    let _ = MOVES.remove(&key);
+    let dev = unsafe { MOVES.get(key) }.copied();
+    let _ = MOVES.remove(key);
     if let Some(dev) = dev {
         let _ = try_move_end(dev, ctx.ret());
     }
@@ -103,7 +103,7 @@ pub fn dev_change_net_namespace_kretprobe(ctx: RetProbeContext) -> u32 {
 /// Saves `dev` for the kretprobe. A full map only costs that move's
 /// [`EventKind::MoveEnd`].
 fn remember(dev: u64) {
-    let _ = MOVES.insert(&bpf_get_current_pid_tgid(), &dev, 0);
+    let _ = MOVES.insert(bpf_get_current_pid_tgid(), dev, 0);
 }
 
 fn try_move_start(dev: u64, net: u64, new_ifindex: i32) -> Result<(), HelperError> {

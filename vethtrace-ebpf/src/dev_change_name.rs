@@ -72,15 +72,15 @@ fn try_rename_entry(dev: u64) -> Result<(), HelperError> {
         dev,
         old_name: name(dev, &offsets())?,
     };
-    RENAMES.insert(&bpf_get_current_pid_tgid(), &pending, 0)
+    RENAMES.insert(bpf_get_current_pid_tgid(), pending, 0)
 }
 
 fn try_rename_return(ret: i32) -> Result<(), HelperError> {
     let key = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out at once; only this thread's entry
     // program writes this key, and it cannot run while this thread is here.
-    let pending = unsafe { RENAMES.get(&key) }.copied();
-    let _ = RENAMES.remove(&key);
+    let pending = unsafe { RENAMES.get(key) }.copied();
+    let _ = RENAMES.remove(key);
     let Some(pending) = pending else {
         return Ok(());
     };

@@ -31,6 +31,8 @@ pub enum NetnsRefError {
     },
     #[error("{path} is not a network namespace file (expected an nsfs file such as /proc/PID/ns/net)")]
     NotNsfs { path: String },
+    #[error("{path} is a {kind} namespace, not a network namespace; use /proc/PID/ns/net or a /run/netns name")]
+    NotNetns { path: String, kind: &'static str },
 }
 
 impl NetnsRef {
@@ -75,6 +77,11 @@ impl NetnsRef {
         if !is_nsfs(&path) {
             return Err(NetnsRefError::NotNsfs { path });
         }
+        if let Some(kind) = namespace_kind(&path)
+            && kind != "network"
+        {
+            return Err(NetnsRefError::NotNetns { path, kind });
+        }
         Ok(metadata.ino())
     }
 }
@@ -83,6 +90,29 @@ impl NetnsRef {
 fn is_nsfs(path: &str) -> bool {
     const NSFS_MAGIC: i64 = 0x6e73_6673;
     nix::sys::statfs::statfs(path).is_ok_and(|stat| stat.filesystem_type().0 as i64 == NSFS_MAGIC)
+}
+
+/// The kind of namespace an nsfs file refers to, from the NS_GET_NSTYPE
+/// ioctl (Linux 4.11+); `None` when it cannot be asked.
+fn namespace_kind(path: &str) -> Option<&'static str> {
+    use std::os::fd::AsRawFd;
+    /// `_IO(0xb7, 0x3)` from `<linux/nsfs.h>`.
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    let file = std::fs::File::open(path).ok()?;
+    // SAFETY: the fd is valid while `file` lives, and NS_GET_NSTYPE takes
+    // no argument.
+    let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
+    Some(match kind {
+        libc::CLONE_NEWNET => "network",
+        libc::CLONE_NEWNS => "mount",
+        libc::CLONE_NEWPID => "PID",
+        libc::CLONE_NEWUTS => "UTS",
+        libc::CLONE_NEWIPC => "IPC",
+        libc::CLONE_NEWUSER => "user",
+        libc::CLONE_NEWCGROUP => "cgroup",
+        libc::CLONE_NEWTIME => "time",
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -110,6 +140,13 @@ mod tests {
         let reference = NetnsRef::parse("vtref-missing").unwrap();
         let error = reference.inode("vtref-missing").unwrap_err().to_string();
         assert!(error.contains("/run/netns/vtref-missing"), "{error}");
+    }
+
+    #[test]
+    fn inode_rejects_mount_namespace() {
+        let reference = NetnsRef::parse("/proc/self/ns/mnt").unwrap();
+        let error = reference.inode("/proc/self/ns/mnt").unwrap_err().to_string();
+        assert!(error.contains("is a mount namespace, not a network namespace"), "{error}");
     }
 
     #[test]

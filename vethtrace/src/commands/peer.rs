@@ -31,7 +31,7 @@ pub fn run(args: &PeerArgs, out: &mut dyn Write) -> Result<(), Error> {
     let Some(link) = snapshot
         .links
         .iter()
-        .find(|link| link.netns == netns.inode && link.name == args.interface)
+        .find(|link| link.netns == netns.inode && (link.name == args.interface || link.altnames.contains(&args.interface)))
     else {
         // Tell "not a veth" apart from "no such interface".
         let kind = interface_kind(netns.inode, &args.interface);
@@ -69,6 +69,6 @@ fn interface_kind(netns_inode: u64, name: &str) -> Option<String> {
         netlink::open_sockets(&[(file, netns_inode)]).ok()?.pop()?.ok()?
     };
     let links = netlink::dump_links(&mut socket).ok()?;
-    let link = links.into_iter().find(|link| link.name == name)?;
+    let link = links.into_iter().find(|link| link.has_name(name))?;
     Some(link.kind.unwrap_or_else(|| "device without a link kind".into()))
 }

@@ -36,10 +36,18 @@ pub fn run(args: &StatusArgs, out: &mut dyn Write) -> Result<(), Error> {
         };
         return output::write_json_pretty(out, &report).map_err(Error::Output);
     }
-    write!(out, "{status}").map_err(Error::Output)?;
-    let line = match reason {
-        None => "watch mode: ebpf (actors and every netns are visible)".to_string(),
-        Some(_) => format!("watch mode: netlink fallback ({NETLINK_LIMITS})"),
+    let mode_line = match reason {
+        None => "ebpf: every change with its actor, in every netns".to_string(),
+        Some(_) => format!("netlink fallback, because eBPF tracing is unavailable ({NETLINK_LIMITS})"),
     };
-    writeln!(out, "{line}").map_err(Error::Output)
+    let mut text = format!("kernel: {}\nwatch mode: {mode_line}\nhooks:\n", status.kernel_release);
+    for hook in &status.hooks {
+        text.push_str(&format!("  {hook}\n"));
+    }
+    if status.hooks.is_empty()
+        && let Mode::Unavailable(reason) = &status.mode
+    {
+        text.push_str(&format!("  none chosen: {reason}\n"));
+    }
+    out.write_all(text.as_bytes()).map_err(Error::Output)
 }

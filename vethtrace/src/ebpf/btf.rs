@@ -16,11 +16,10 @@ use std::{fs, io, path::PathBuf};
 
 use vethtrace_common::Offsets;
 
-/// Where the kernel exposes its own BTF (Linux 5.5+ with
-/// CONFIG_DEBUG_INFO_BTF).
+/// Path of the kernel's own BTF (Linux 5.5+ with CONFIG_DEBUG_INFO_BTF).
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
-/// Where the veth module's BTF is while the module is loaded (Linux 5.11+
-/// with CONFIG_DEBUG_INFO_BTF_MODULES). Kernels that build veth in have
+/// Path of the veth module's BTF while the module is loaded (Linux 5.11+
+/// with CONFIG_DEBUG_INFO_BTF_MODULES). Kernels that build veth in describe
 /// `veth_priv` in vmlinux instead.
 pub const VETH_BTF: &str = "/sys/kernel/btf/veth";
 
@@ -28,7 +27,7 @@ pub const VETH_BTF: &str = "/sys/kernel/btf/veth";
 /// `struct veth_priv`: `peer` has been its first member since veth appeared
 /// in 2.6.24, up to 6.18 at least.
 const VETH_PEER_FALLBACK: u32 = 0;
-/// NETDEV_ALIGN: `netdev_priv()` before 6.12 starts at
+/// NETDEV_ALIGN. Before 6.12, `netdev_priv()` starts at
 /// `sizeof(struct net_device)` rounded up to this.
 const NETDEV_ALIGN: u32 = 32;
 
@@ -104,8 +103,8 @@ struct Member {
     bitfield_size: u32,
 }
 
-/// What a type carries beyond the common `btf_type` fields, for the kinds
-/// this reader looks into.
+/// Data of a type beyond the common `btf_type` fields, for the kinds this
+/// reader looks into.
 #[derive(Clone, Debug)]
 enum Detail {
     None,
@@ -266,7 +265,8 @@ impl Btf {
         Ok(())
     }
 
-    /// The name at `offset` in the string section; "" where out of range.
+    /// Returns the name at `offset` in the string section, or "" where the
+    /// offset is out of range.
     fn name(&self, offset: u32) -> &str {
         let tail = self.strings.get(offset as usize..).unwrap_or_default();
         let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
@@ -279,8 +279,8 @@ impl Btf {
             .ok_or_else(|| malformed(format!("type id {id} out of range")))
     }
 
-    /// The id of the first type of `kind` named `name`; for structs, the
-    /// first with members, so that forward declarations do not match.
+    /// Finds the first type of `kind` named `name`. For structs it skips
+    /// those without members, so that forward declarations do not match.
     fn find(&self, kind: u8, name: &str) -> Option<u32> {
         self.types
             .iter()
@@ -430,12 +430,12 @@ impl KernelBtf {
         Self { btf, veth_module }
     }
 
-    /// The parsed BTF.
+    /// Returns the parsed BTF.
     pub fn btf(&self) -> &Btf {
         &self.btf
     }
 
-    /// Whether the veth module's BTF was read.
+    /// Checks whether the veth module's BTF was read.
     pub fn veth_module(&self) -> bool {
         self.veth_module
     }
@@ -445,13 +445,13 @@ impl KernelBtf {
         self.btf.function_arity(name)
     }
 
-    /// The offsets the eBPF programs read kernel structs with.
+    /// Computes the offsets the eBPF programs read kernel structs with.
     pub fn offsets(&self) -> Result<Offsets, BtfError> {
         let btf = &self.btf;
         let dev = |path: &[&str]| btf.member_offset("net_device", path);
         // net_cookie is a u64 on 6.1 and later. Debian's 5.10 has an
-        // atomic64_t of the same size that stays 0 until something asks for
-        // the cookie. Kernels before the cookie existed get u32::MAX.
+        // atomic64_t of the same size that stays 0 until something requests
+        // the cookie. Kernels without the member get u32::MAX.
         let net_cookie = match btf.member("net", &["net_cookie"]) {
             Ok((offset, id)) if btf.size_of(id)? == 8 => offset,
             Ok(_) | Err(BtfError::MissingMember { .. }) => u32::MAX,
@@ -497,8 +497,8 @@ fn malformed(what: impl Into<String>) -> BtfError {
     BtfError::Malformed(what.into())
 }
 
-/// The bytes of one section, `offset` and `len` counted from the end of the
-/// header.
+/// Returns the bytes of one section, whose `offset` and `len` count from the
+/// end of the header.
 fn section<'a>(
     data: &'a [u8],
     hdr_len: usize,
@@ -649,9 +649,10 @@ mod tests {
         ));
     }
 
-    /// Offsets on the kernel these tests run on. The expected values hold
-    /// for the 6.18 development hosts; on another kernel the test prints why
-    /// it skips the comparison and checks only that every offset was found.
+    /// Offsets on the kernel these tests run on. The expected values are
+    /// those of the 6.18 development hosts. On another kernel the test prints
+    /// why it skips the comparison and checks only that every offset was
+    /// found.
     #[test]
     fn reads_offsets_from_running_kernel() {
         let btf = match KernelBtf::load() {

@@ -3,9 +3,9 @@
 //!
 //! Nothing is pinned: the programs, links and maps live as long as the
 //! [`Tracer`] and go away with it. aya raises RLIMIT_MEMLOCK only before
-//! Linux 5.11 (later kernels charge BPF memory to the memory cgroup), and a
-//! refusal there is only logged; a map that then fails to load reports its
-//! errno through [`TracerError::Load`].
+//! Linux 5.11, because later kernels charge BPF memory to the memory cgroup,
+//! and it only logs a failure to raise it. A map that then fails to load
+//! reports its errno through [`TracerError::Load`].
 
 use std::{fmt, fs};
 
@@ -180,7 +180,7 @@ enum Ring {
 /// The attached eBPF programs and their ring buffer. Dropping it detaches
 /// and unloads everything.
 pub struct Tracer {
-    // Fields drop in order: the maps' readers before the object that holds
+    // Fields drop in order: the maps' readers before the object that owns
     // the programs and links.
     ring: Ring,
     dropped: PerCpuArray<MapData, u64>,
@@ -249,7 +249,7 @@ impl Tracer {
         }
     }
 
-    /// What the tracer attached to.
+    /// Returns what the tracer attached to.
     pub fn status(&self) -> &Status {
         &self.status
     }
@@ -290,7 +290,7 @@ impl Tracer {
             let Ring::Idle(ring) = std::mem::replace(&mut self.ring, Ring::Moving) else {
                 unreachable!("matched just above");
             };
-            // SAFETY: the RingBuf owns its map's fd (MapData holds an OwnedFd)
+            // SAFETY: the RingBuf owns its map's fd (MapData keeps an OwnedFd)
             // until it is dropped, and as_raw_fd always returns that fd.
             match unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) } {
                 Ok(ring) => self.ring = Ring::Polled(ring),
@@ -314,7 +314,7 @@ pub fn decode_event(bytes: &[u8]) -> Option<Event> {
     if bytes.len() != EVENT_SIZE {
         return None;
     }
-    // SAFETY: `bytes` holds EVENT_SIZE bytes; Event is repr(C) with only
+    // SAFETY: `bytes` is EVENT_SIZE bytes long. Event is repr(C) with only
     // integer and byte-array fields (it implements aya::Pod), so every bit
     // pattern is valid, and read_unaligned needs no alignment.
     Some(unsafe { bytes.as_ptr().cast::<Event>().read_unaligned() })
@@ -335,7 +335,8 @@ fn drain(ring: &mut RingBuf<MapData>) -> Vec<Event> {
     events
 }
 
-/// Loads the object and attaches what it can; the status says what.
+/// Loads the object and attaches what it can, and returns a status that
+/// lists what attached.
 fn load_and_attach(options: &TracerOptions) -> Result<(Ebpf, Status), TracerError> {
     let kernel_release = kernel_release();
     let btf = KernelBtf::load().map_err(TracerError::Btf)?;
@@ -395,8 +396,8 @@ fn load_object(
     })
 }
 
-/// The errno under `error` as "EPERM: Operation not permitted", or the
-/// error's own message when it carries none.
+/// Formats the errno under `error` as "EPERM: Operation not permitted", or
+/// returns the error's own message when it carries none.
 fn errno_text(error: &EbpfError) -> String {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(error) = current {
@@ -427,7 +428,7 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// The running kernel's release, as `uname -r` prints it.
+/// Reads the running kernel's release, as `uname -r` prints it.
 fn kernel_release() -> String {
     fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|release| release.trim().to_owned())

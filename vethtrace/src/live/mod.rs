@@ -55,12 +55,7 @@ pub struct Labels {
 impl Labels {
     fn update(&mut self, snapshot: &Snapshot) {
         for netns in &snapshot.netns {
-            let label = if netns.current && netns.paths.is_empty() {
-                "current".to_string()
-            } else {
-                netns.label()
-            };
-            self.names.insert(netns.inode, label);
+            self.names.insert(netns.inode, netns.label());
         }
     }
 

@@ -92,11 +92,12 @@ impl NetlinkTranslator {
         let Some((netns, _)) = self.source(notice) else {
             return true;
         };
-        let known = map.contains((netns, notice.link.ifindex));
-        if notice.deleted {
-            known && notice.moved_to_nsid.is_some()
-        } else {
-            notice.link.is_veth() && !known
+        let key = (netns, notice.link.ifindex);
+        match map.name(key) {
+            Some(_) if notice.deleted => notice.moved_to_nsid.is_some(),
+            None if notice.deleted => false,
+            Some(name) => name != notice.link.name,
+            None => notice.link.is_veth(),
         }
     }
 
@@ -120,10 +121,25 @@ impl NetlinkTranslator {
                 return Vec::new();
             }
             if notice.moved_to_nsid.is_some() {
-                return match snapshot.and_then(|snapshot| moved_to(snapshot, map, key)) {
-                    Some(to) => vec![Change::Moved { from: key, to }],
-                    None => vec![Change::Deleted { key }],
+                let Some(arrived) = snapshot.and_then(|snapshot| moved_to(snapshot, map, key)) else {
+                    return vec![Change::Deleted { key }];
                 };
+                // Report the move under the name it had, as the kernel did;
+                // a rename during the move follows as its own notice when the
+                // target netns has an nsid here, or from the snapshot now.
+                let to = Device {
+                    name: link.name.clone(),
+                    ..arrived.clone()
+                };
+                let mut changes = vec![Change::Moved { from: key, to }];
+                let target_has_nsid = self.nsids.values().any(|(inode, _)| *inode == arrived.netns) || arrived.netns == self.own;
+                if !target_has_nsid && arrived.name != link.name {
+                    changes.push(Change::Renamed {
+                        device: arrived,
+                        old_name: link.name.clone(),
+                    });
+                }
+                return changes;
             }
             // A veth's ends are always deleted together, and the far end's
             // notification may never arrive (its netns may have no nsid here).
@@ -135,22 +151,46 @@ impl NetlinkTranslator {
         }
 
         if let Some(old_name) = map.name(key) {
-            if old_name != link.name {
-                return vec![Change::Renamed {
-                    device,
-                    old_name: old_name.to_string(),
-                }];
+            if old_name == link.name {
+                return Vec::new();
             }
-            return Vec::new();
+            // Every rename takes a snapshot (see needs_snapshot). When it
+            // still shows the name the map has, this notice is older than a
+            // snapshot the map was updated from, so it changes nothing.
+            if snapshot.and_then(|snapshot| name_in(snapshot, key)).as_deref() == Some(old_name) {
+                return Vec::new();
+            }
+            return vec![Change::Renamed {
+                device,
+                old_name: old_name.to_string(),
+            }];
         }
         if !link.is_veth() {
             return Vec::new();
         }
-        match snapshot.and_then(|snapshot| pair_in(snapshot, key)) {
-            Some(peer) => vec![Change::Paired { a: device, b: peer }],
-            None => vec![Change::Listed { device, peer: None }],
+        let Some(peer) = snapshot.and_then(|snapshot| pair_in(snapshot, key)) else {
+            return vec![Change::Listed { device, peer: None }];
+        };
+        // A veth's peer never changes, so a known peer that pointed at
+        // another key means this end moved here from there, unseen because
+        // the netns it left has no nsid here.
+        if let Some(previous) = map.peer(peer.key())
+            && previous != key
+            && map.contains(previous)
+        {
+            return vec![Change::Moved { from: previous, to: device }];
         }
+        vec![Change::Paired { a: device, b: peer }]
     }
+}
+
+/// The name of `key` in `snapshot`, where it is a veth end there.
+fn name_in(snapshot: &Snapshot, key: Key) -> Option<String> {
+    snapshot
+        .links
+        .iter()
+        .find(|link| link.netns == key.0 && link.ifindex == key.1)
+        .map(|link| link.name.clone())
 }
 
 /// The verified peer of `key` in `snapshot`, as a device.

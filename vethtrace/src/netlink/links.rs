@@ -1,7 +1,7 @@
 //! RTM_GETLINK: the links of one netns, with the attributes pairing needs.
 
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage, Prop};
 
 use super::{NetlinkError, RouteSocket};
 
@@ -10,6 +10,8 @@ use super::{NetlinkError, RouteSocket};
 pub struct Link {
     pub ifindex: u32,
     pub name: String,
+    /// Alternative names (`ip link property add ... altname`), Linux 5.5+.
+    pub altnames: Vec<String>,
     /// `IFLA_INFO_KIND`, such as "veth" or "bridge"; `None` for devices
     /// without rtnl_link_ops (loopback, physical NICs).
     pub kind: Option<String>,
@@ -29,6 +31,11 @@ pub struct Link {
 }
 
 impl Link {
+    /// Whether `name` is this link's name or one of its alternative names.
+    pub fn has_name(&self, name: &str) -> bool {
+        self.name == name || self.altnames.iter().any(|altname| altname == name)
+    }
+
     pub fn is_veth(&self) -> bool {
         self.kind.as_deref() == Some("veth")
     }
@@ -49,6 +56,7 @@ impl Link {
         let mut link = Link {
             ifindex: message.header.index,
             name: String::new(),
+            altnames: Vec::new(),
             kind: None,
             peer_ifindex: None,
             link_netnsid: None,
@@ -59,6 +67,13 @@ impl Link {
         for attribute in message.attributes {
             match attribute {
                 LinkAttribute::IfName(name) => link.name = name,
+                LinkAttribute::PropList(props) => {
+                    for prop in props {
+                        if let Prop::AltIfName(name) = prop {
+                            link.altnames.push(name);
+                        }
+                    }
+                }
                 LinkAttribute::Link(ifindex) => link.peer_ifindex = Some(ifindex),
                 LinkAttribute::LinkNetNsId(nsid) => link.link_netnsid = Some(nsid),
                 LinkAttribute::Controller(master) => link.master = Some(master),

@@ -84,9 +84,6 @@ fn netns_cell(snapshot: &Snapshot, inode: u64) -> String {
 }
 
 fn netns_name(netns: &NetnsEntry) -> String {
-    if netns.current && netns.paths.is_empty() {
-        return "current".into();
-    }
     netns.label()
 }
 
@@ -95,7 +92,15 @@ fn holders(netns: &NetnsEntry) -> String {
     if netns.current {
         parts.push("current".into());
     }
-    parts.extend(netns.paths.iter().cloned());
+    for path in &netns.paths {
+        let own = netns.mounts.iter().any(|mount| &mount.path == path && mount.own_mount_ns);
+        if own {
+            parts.push(path.clone());
+        } else {
+            let mount_ns = netns.mounts.iter().find(|mount| &mount.path == path).map_or(0, |mount| mount.mount_ns);
+            parts.push(format!("{path} (in mnt:[{mount_ns}])"));
+        }
+    }
     for container in &netns.containers {
         parts.push(container_label(container));
     }

@@ -48,8 +48,16 @@ pub fn write_event(out: &mut dyn Write, event: &WatchEvent, labels: &Labels, col
     writeln!(out, "{}", line.trim_end())
 }
 
+/// The longest netns label printed whole; longer ones are cut so that the
+/// columns stay aligned.
+const MAX_LABEL_CHARS: usize = 12;
+
 fn netns_text(inode: u64, labels: &Labels) -> String {
     match labels.get(inode) {
+        Some(label) if label.chars().count() > MAX_LABEL_CHARS => {
+            let cut: String = label.chars().take(MAX_LABEL_CHARS - 1).collect();
+            format!("{inode} ({cut}…)")
+        }
         Some(label) => format!("{inode} ({label})"),
         None => inode.to_string(),
     }

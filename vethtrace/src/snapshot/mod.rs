@@ -12,7 +12,7 @@ use std::os::fd::AsFd;
 
 use crate::netlink::{self, Link, NetlinkError, RouteSocket};
 use crate::netns::{self, DiscoverError, DiscoverOptions, Discovery, HoldKind, Netns};
-use model::{LinkEntry, MasterEntry, NetnsEntry, NsidEntry, PeerEntry, ProcessEntry, Snapshot};
+use model::{LinkEntry, MasterEntry, MountEntry, NetnsEntry, NsidEntry, PeerEntry, ProcessEntry, Snapshot};
 use pairing::{NsidOracle, Peer};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +47,14 @@ struct Reading {
 /// Takes a snapshot of every netns on the host.
 pub fn take(options: &SnapshotOptions) -> Result<Snapshot, SnapshotError> {
     raise_open_file_limit();
+    let started = std::time::Instant::now();
     let discovery = netns::discover(&options.discover)?;
+    log::info!(
+        "found {} network namespaces in {:.1?} (skipped: {:?})",
+        discovery.namespaces.len(),
+        started.elapsed(),
+        discovery.skipped
+    );
     let Discovery {
         namespaces,
         own,
@@ -96,6 +103,17 @@ pub fn take(options: &SnapshotOptions) -> Result<Snapshot, SnapshotError> {
         }
     }
 
+    log::info!("read links and nsid tables of every netns after {:.1?}", started.elapsed());
+    for reading in &readings {
+        log::debug!(
+            "netns {}: cookie {:?}, {} links, nsids {:?}{}",
+            reading.netns.id.inode,
+            reading.cookie,
+            reading.links.len(),
+            reading.nsids,
+            reading.error.as_deref().map(|error| format!(", error: {error}")).unwrap_or_default()
+        );
+    }
     let all_links: Vec<Vec<Link>> = readings.iter_mut().map(|reading| std::mem::take(&mut reading.links)).collect();
     let mut oracle = SocketOracle {
         readings: &mut readings,
@@ -112,6 +130,7 @@ pub fn take(options: &SnapshotOptions) -> Result<Snapshot, SnapshotError> {
         }
     }
     let answers = oracle.answers;
+    let answers_count = answers.len();
 
     let mut snapshot = Snapshot {
         netns: Vec::with_capacity(readings.len()),
@@ -129,6 +148,13 @@ pub fn take(options: &SnapshotOptions) -> Result<Snapshot, SnapshotError> {
         }
     }
     snapshot.links.sort_by_key(|link| (link.netns, link.ifindex));
+    let unverified = snapshot.links.iter().filter(|link| !link.peer.verified).count();
+    log::info!(
+        "paired {} veth ends ({unverified} unverified) with {} nsid queries in {:.1?}",
+        snapshot.links.len(),
+        answers_count,
+        started.elapsed()
+    );
     Ok(snapshot)
 }
 
@@ -214,13 +240,37 @@ fn netns_entry(
         inode: netns.id.inode,
         cookie: reading.cookie,
         current: netns.id == own,
-        paths: netns.mounts.iter().map(|mount| mount.path.clone()).collect(),
+        paths: unique_paths(netns),
+        mounts: netns
+            .mounts
+            .iter()
+            .map(|mount| MountEntry {
+                path: mount.path.clone(),
+                mount_ns: mount.mount_ns,
+                own_mount_ns: mount.in_own_mount_ns,
+            })
+            .collect(),
         pids,
         processes,
         containers: netns.containers.clone(),
         nsids,
         error: reading.error.clone(),
     }
+}
+
+/// Each bind-mount path once, those in the caller's mount namespace first,
+/// because the same `/run/netns/NAME` shows up in every mount namespace
+/// that inherited it.
+fn unique_paths(netns: &Netns) -> Vec<String> {
+    let mut paths: Vec<String> = Vec::new();
+    for own in [true, false] {
+        for mount in netns.mounts.iter().filter(|mount| mount.in_own_mount_ns == own) {
+            if !paths.contains(&mount.path) {
+                paths.push(mount.path.clone());
+            }
+        }
+    }
+    paths
 }
 
 fn link_entry(
@@ -282,6 +332,7 @@ fn link_entry(
         netns_cookie: readings[netns_index].cookie,
         ifindex: link.ifindex,
         name: link.name.clone(),
+        altnames: link.altnames.clone(),
         kind: link.kind.clone().unwrap_or_default(),
         operstate: link.operstate.clone(),
         mac: link.mac.clone(),

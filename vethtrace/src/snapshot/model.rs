@@ -29,8 +29,13 @@ pub struct NetnsEntry {
     pub cookie: Option<u64>,
     /// Whether this is the netns vethtrace ran in.
     pub current: bool,
-    /// nsfs bind mounts of this netns, such as `/run/netns/NAME`.
+    /// nsfs bind mounts of this netns, such as `/run/netns/NAME`, each path
+    /// once, those in the caller's mount namespace first.
     pub paths: Vec<String>,
+    /// Every bind mount with the mount namespace it is in; a path outside
+    /// the caller's mount namespace can be opened only through a process
+    /// in that namespace (`/proc/PID/root/PATH`).
+    pub mounts: Vec<MountEntry>,
     /// Ids of the processes that hold it in any way, sorted, without duplicates.
     pub pids: Vec<u32>,
     /// How each process holds it.
@@ -41,6 +46,16 @@ pub struct NetnsEntry {
     pub nsids: Vec<NsidEntry>,
     /// Why this netns's links could not be read, if they could not.
     pub error: Option<String>,
+}
+
+/// An nsfs bind mount of a netns.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountEntry {
+    pub path: String,
+    /// Inode of the mount namespace the mount is in.
+    pub mount_ns: u64,
+    /// Whether that is the caller's mount namespace.
+    pub own_mount_ns: bool,
 }
 
 /// A process holding a netns.
@@ -75,6 +90,8 @@ pub struct LinkEntry {
     pub netns_cookie: Option<u64>,
     pub ifindex: u32,
     pub name: String,
+    /// Alternative names, as `ip link property add ... altname` sets them.
+    pub altnames: Vec<String>,
     /// Always "veth" today.
     pub kind: String,
     /// Operational state as `ip link` prints it.
@@ -123,17 +140,24 @@ impl Snapshot {
 }
 
 impl NetnsEntry {
-    /// A short human name: the first bind-mount name, a container, a holding
-    /// process, or the inode.
+    /// A short human name: "current" for the caller's netns without a bind
+    /// mount, else the first bind-mount name, a container, a process living
+    /// in it, or the inode.
     pub fn label(&self) -> String {
         if let Some(path) = self.paths.first() {
             return path.rsplit('/').next().unwrap_or(path).to_string();
         }
+        if self.current {
+            return "current".into();
+        }
         if let Some(container) = self.containers.first() {
             return container_label(container);
         }
-        if let Some(process) = self.processes.first() {
+        if let Some(process) = self.processes.iter().find(|process| process.via == "process") {
             return format!("pid {} ({})", process.pid, process.comm);
+        }
+        if let Some(process) = self.processes.first() {
+            return format!("{} of pid {} ({})", process.via, process.pid, process.comm);
         }
         format!("net:[{}]", self.inode)
     }

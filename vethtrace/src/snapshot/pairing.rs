@@ -239,6 +239,7 @@ mod tests {
         Link {
             ifindex,
             name: name.into(),
+            altnames: Vec::new(),
             kind: Some("veth".into()),
             // The kernel omits IFLA_LINK when it equals the link's ifindex.
             peer_ifindex: (peer != ifindex).then_some(peer),
@@ -253,6 +254,7 @@ mod tests {
         Link {
             ifindex,
             name: name.into(),
+            altnames: Vec::new(),
             kind: Some("bridge".into()),
             peer_ifindex: None,
             link_netnsid: None,

@@ -27,6 +27,10 @@ pub struct Finished {
     pub status: ExitStatus,
     /// From spawning the command to its exit.
     pub wall: Duration,
+    /// User plus system CPU time of the command and of the children it
+    /// waited for. Unlike `wall`, it barely grows when other work shares
+    /// the CPUs.
+    pub cpu: Duration,
     /// `ru_maxrss` of the command as wait4(2) reports it: the largest
     /// resident set of the process and of the children it waited for.
     pub max_rss_kib: u64,
@@ -85,6 +89,7 @@ pub fn run(command: &mut Command, limit: Duration) -> anyhow::Result<Outcome> {
     Ok(Outcome::Finished(Finished {
         status: ExitStatus::from_raw(status),
         wall,
+        cpu: usage.utime.duration() + usage.stime.duration(),
         max_rss_kib: u64::try_from(usage.maxrss).unwrap_or_default(),
     }))
 }
@@ -112,16 +117,32 @@ const WEXITED: c_int = 4;
 const WNOWAIT: c_int = 0x0100_0000;
 const SIGKILL: c_int = 9;
 
-/// `struct rusage` from `<sys/resource.h>`: two `struct timeval` (two longs
-/// each), then 14 longs, of which `ru_maxrss` (in KiB) is the first. This
-/// is glibc's and musl's layout on Linux.
+/// `struct rusage` from `<sys/resource.h>`: two `struct timeval`, then 14
+/// longs, of which `ru_maxrss` (in KiB) is the first. This is glibc's and
+/// musl's layout on Linux.
 #[repr(C)]
 #[derive(Default)]
 struct Rusage {
-    utime: [c_long; 2],
-    stime: [c_long; 2],
+    utime: Timeval,
+    stime: Timeval,
     maxrss: c_long,
     rest: [c_long; 13],
+}
+
+/// `struct timeval`: seconds and microseconds.
+#[repr(C)]
+#[derive(Default)]
+struct Timeval {
+    seconds: c_long,
+    microseconds: c_long,
+}
+
+impl Timeval {
+    fn duration(&self) -> Duration {
+        let seconds = u64::try_from(self.seconds).unwrap_or_default();
+        let microseconds = u64::try_from(self.microseconds).unwrap_or_default();
+        Duration::from_secs(seconds) + Duration::from_micros(microseconds)
+    }
 }
 
 unsafe extern "C" {

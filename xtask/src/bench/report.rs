@@ -50,7 +50,10 @@ pub struct ToolResult {
 
 #[derive(Clone, Copy, Serialize, Deserialize)]
 pub struct Run {
+    /// Wall time.
     pub seconds: f64,
+    /// User plus system CPU time.
+    pub cpu_seconds: f64,
     pub max_rss_kib: u64,
 }
 
@@ -67,17 +70,26 @@ pub enum Status {
 }
 
 impl ToolResult {
+    /// Returns the median wall time, or `None` unless every run was correct.
     pub fn median_seconds(&self) -> Option<f64> {
+        self.median_of(|run| run.seconds)
+    }
+
+    pub fn median_cpu_seconds(&self) -> Option<f64> {
+        self.median_of(|run| run.cpu_seconds)
+    }
+
+    fn median_of(&self, value: impl Fn(&Run) -> f64) -> Option<f64> {
         if !matches!(self.status, Status::Ok) || self.runs.is_empty() {
             return None;
         }
-        let mut seconds: Vec<f64> = self.runs.iter().map(|run| run.seconds).collect();
-        seconds.sort_by(f64::total_cmp);
-        let middle = seconds.len() / 2;
-        Some(if seconds.len().is_multiple_of(2) {
-            (seconds[middle - 1] + seconds[middle]) / 2.0
+        let mut values: Vec<f64> = self.runs.iter().map(value).collect();
+        values.sort_by(f64::total_cmp);
+        let middle = values.len() / 2;
+        Some(if values.len().is_multiple_of(2) {
+            (values[middle - 1] + values[middle]) / 2.0
         } else {
-            seconds[middle]
+            values[middle]
         })
     }
 
@@ -96,8 +108,8 @@ impl ToolResult {
 /// Renders every result as one Markdown table.
 pub fn table(results: &[SizeResult]) -> String {
     let mut text = String::new();
-    text.push_str("| N | tool | runs | median time | min – max | speedup vs shell loop | peak RSS |\n");
-    text.push_str("|---:|---|---:|---:|---:|---:|---:|\n");
+    text.push_str("| N | tool | runs | median time | min – max | speedup vs shell loop | median CPU time | peak RSS |\n");
+    text.push_str("|---:|---|---:|---:|---:|---:|---:|---:|\n");
     for result in results {
         let shell = result
             .tools
@@ -120,12 +132,13 @@ pub fn table(results: &[SizeResult]) -> String {
                 (Some(shell), Some(median)) if median > 0.0 => format!("{:.1}×", shell / median),
                 _ => "–".into(),
             };
+            let cpu = tool.median_cpu_seconds().map_or_else(|| "–".into(), format_seconds);
             let rss = tool
                 .max_rss_mib()
                 .map_or_else(|| "–".into(), |mib| format!("{mib:.1} MiB"));
             let _ = writeln!(
                 text,
-                "| {} | {} | {} | {median} | {range} | {speedup} | {rss} |",
+                "| {} | {} | {} | {median} | {range} | {speedup} | {cpu} | {rss} |",
                 result.size,
                 tool.tool.describe(),
                 tool.runs.len(),

@@ -231,12 +231,18 @@ fn measure_tool(
         }
 
         let seconds = finished.wall.as_secs_f64();
+        let cpu = finished.cpu.as_secs_f64();
         let mib = finished.max_rss_kib as f64 / 1024.0;
         let label = if run < warmup { "warm-up run".to_string() } else { format!("run {}/{}", run + 1 - warmup, runs - warmup) };
-        eprintln!("N={} {} {label}: {seconds:.3} s, peak RSS {mib:.1} MiB, output correct", plan.size, tool.describe());
+        eprintln!(
+            "N={} {} {label}: {seconds:.3} s, CPU {cpu:.3} s, peak RSS {mib:.1} MiB, output correct",
+            plan.size,
+            tool.describe()
+        );
         if run >= warmup {
             result.runs.push(Run {
                 seconds,
+                cpu_seconds: finished.cpu.as_secs_f64(),
                 max_rss_kib: finished.max_rss_kib,
             });
         }

@@ -51,6 +51,7 @@ while read -r module; do
     fi
 done </etc/vethtrace-vm/modules
 ip link set lo up
+hostname -F /etc/hostname
 
 cd /tmp || exit 1
 /bin/sh /job/run </dev/null

@@ -10,15 +10,16 @@
 //! - the job: an uncompressed archive with `/job/run` and `/job/env`, written
 //!   for every boot.
 //!
-//! Each cached layer is stored in `target/vm/layers/` as NAME.cpio.gz next
-//! to NAME.manifest, a text listing of every entry with the size and mtime of
-//! its host file. A layer is rewritten only when its manifest changes.
+//! Each cached layer is stored in `target/vm/layers/` as NAME-HASH.cpio.gz,
+//! next to NAME-HASH.manifest: a text listing of every entry with the size
+//! and mtime of its host file, whose hash HASH is. A layer is rebuilt only
+//! when its manifest changes.
 
 use std::fs::File;
 use std::io::{BufWriter, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use flate2::Compression;
@@ -66,8 +67,10 @@ const HOST_TOOLS: &[&str] = &[
 ];
 const BUSYBOX: &str = "/bin/busybox";
 
-/// Kernel modules every image loads at boot, with their dependencies.
-pub const GUEST_MODULES: &[&str] = &["veth"];
+/// Kernel modules every image loads at boot, after their dependencies. The
+/// guest cannot autoload modules (it has no modules.dep or modules.alias),
+/// so a test that creates another link type needs its module added here.
+pub const GUEST_MODULES: &[&str] = &["veth", "bridge"];
 
 /// Builds or reuses the layer with busybox, the host tools and `/init`.
 pub fn base_layer(layers_dir: &Path) -> anyhow::Result<PathBuf> {
@@ -81,6 +84,8 @@ pub fn base_layer(layers_dir: &Path) -> anyhow::Result<PathBuf> {
     archive.add_symlink("/var/run", "/run")?;
     archive.add_bytes("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644)?;
     archive.add_bytes("/etc/group", "root:x:0:\n", 0o644)?;
+    archive.add_bytes("/etc/hostname", "vethtrace-vm\n", 0o644)?;
+    archive.add_bytes("/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n", 0o644)?;
     archive.add_bytes("/init", INIT, 0o755)?;
 
     for tool in HOST_TOOLS {
@@ -210,19 +215,28 @@ fn parse_ldd(output: &str) -> anyhow::Result<Vec<PathBuf>> {
     Ok(libraries)
 }
 
-/// Writes `archive` gzip-compressed to `layers_dir/NAME.cpio.gz` unless the
-/// file there was built from the same inputs.
+/// Returns `layers_dir/NAME-HASH.cpio.gz`, the gzip-compressed `archive`,
+/// writing it unless a file built from the same inputs is there already.
+///
+/// HASH is the hash of the archive's manifest, so runs that share the
+/// target directory but build different inputs (two worktrees' binaries,
+/// say) never overwrite each other's layers. Other versions of the layer
+/// are deleted once unused for a day.
 fn write_cached(archive: &Archive, layers_dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
-    let path = layers_dir.join(format!("{name}.cpio.gz"));
-    let manifest_path = layers_dir.join(format!("{name}.manifest"));
     let manifest = manifest(archive)?;
-    if path.exists() && std::fs::read_to_string(&manifest_path).is_ok_and(|old| old == manifest) {
+    let version = format!("{name}-{:016x}", fnv1a(manifest.as_bytes()));
+    let file_name = format!("{version}.cpio.gz");
+    let path = layers_dir.join(&file_name);
+    if let Ok(file) = File::options().append(true).open(&path) {
+        // The new mtime keeps the pruning below from deleting a layer in use.
+        file.set_modified(SystemTime::now())
+            .with_context(|| format!("failed to touch {}", path.display()))?;
         return Ok(path);
     }
 
     eprintln!("Building the initramfs layer {}", path.display());
     std::fs::create_dir_all(layers_dir).with_context(|| format!("failed to create {}", layers_dir.display()))?;
-    let partial = layers_dir.join(format!("{name}.cpio.gz.partial"));
+    let partial = layers_dir.join(format!("{file_name}.{}.partial", std::process::id()));
     let file = File::create(&partial).with_context(|| format!("failed to create {}", partial.display()))?;
     // On the base layer, level 1 gives a file 8% larger than level 6 in
     // 40% of the time (gzip 1.12, 7.9 MB of input, 2-core host).
@@ -231,8 +245,37 @@ fn write_cached(archive: &Archive, layers_dir: &Path, name: &str) -> anyhow::Res
     let mut out = encoder.finish().with_context(|| format!("failed to write {}", partial.display()))?;
     out.flush().with_context(|| format!("failed to write {}", partial.display()))?;
     std::fs::rename(&partial, &path).with_context(|| format!("failed to rename {}", partial.display()))?;
-    std::fs::write(&manifest_path, manifest).with_context(|| format!("failed to write {}", manifest_path.display()))?;
+    let manifest_path = layers_dir.join(format!("{version}.manifest"));
+    std::fs::write(&manifest_path, &manifest).with_context(|| format!("failed to write {}", manifest_path.display()))?;
+    prune_old_versions(layers_dir, name, &file_name)?;
     Ok(path)
+}
+
+/// Deletes the versions of layer `name` other than `current` that no run
+/// used for a day.
+fn prune_old_versions(layers_dir: &Path, name: &str, current: &str) -> anyhow::Result<()> {
+    const UNUSED_FOR: Duration = Duration::from_secs(24 * 60 * 60);
+    let entries = std::fs::read_dir(layers_dir).with_context(|| format!("failed to read {}", layers_dir.display()))?;
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else { continue };
+        let Some(stem) = file_name.strip_suffix(".cpio.gz") else { continue };
+        let is_version = stem
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|hash| hash.len() == 16 && hash.bytes().all(|byte| byte.is_ascii_hexdigit()));
+        let unused = entry
+            .metadata()
+            .and_then(|metadata| metadata.modified())
+            .is_ok_and(|modified| modified.elapsed().is_ok_and(|age| age > UNUSED_FOR));
+        if is_version && unused && file_name != current {
+            // Another run may have deleted it first, and a leftover file
+            // only costs disk space.
+            let _ = std::fs::remove_file(entry.path());
+            let _ = std::fs::remove_file(layers_dir.join(format!("{stem}.manifest")));
+        }
+    }
+    Ok(())
 }
 
 /// Lists every entry with what identifies its content: size and mtime for a

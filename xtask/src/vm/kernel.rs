@@ -6,6 +6,7 @@
 //! `--refresh-kernels` asks for the newest one.
 
 use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -67,6 +68,14 @@ pub struct Module {
 /// when there is none or when `refresh` asks for the newest package.
 pub fn prepare(vm_dir: &Path, series: &Series, refresh: bool) -> anyhow::Result<Kernel> {
     let dir = vm_dir.join("kernels").join(series.name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    // Runs that share the target directory take turns: apt locks its lists
+    // and fails at once instead of waiting, and both would unpack into the
+    // same directory. The lock is released when the file is closed.
+    let lock_path = dir.join("lock");
+    let lock = File::create(&lock_path).with_context(|| format!("failed to create {}", lock_path.display()))?;
+    lock.lock().with_context(|| format!("failed to lock {}", lock_path.display()))?;
+
     let record = dir.join("kernel.json");
     // A missing or unreadable record only means the kernel is fetched again.
     let mut cached: Option<Kernel> = std::fs::read(&record)
@@ -226,7 +235,7 @@ impl Kernel {
         }
         let parent = target.parent().context("module path has no parent")?;
         std::fs::create_dir_all(parent).with_context(|| format!("failed to create {}", parent.display()))?;
-        let partial = target.with_extension("ko.partial");
+        let partial = target.with_extension(format!("ko.{}.partial", std::process::id()));
         let file = std::fs::File::create(&partial).with_context(|| format!("failed to create {}", partial.display()))?;
         let mut command = Command::new(decompressor);
         command.arg("-dc").arg(&source).stdout(file);

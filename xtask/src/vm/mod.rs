@@ -226,8 +226,8 @@ fn test_kernel(
     println!("\n== kernel {} ({} {}) ==", series.name, package.name, package.version);
 
     let job = initramfs::job_archive(&test_job(&options.args), &job_env(series), &[])?;
-    let initrd = dirs.boot().join(format!("{}-test.initrd", series.name));
-    initramfs::assemble(layers, &job, &initrd)?;
+    let initrd = TemporaryFile(dirs.boot().join(format!("{}-test.{}.initrd", series.name, std::process::id())));
+    initramfs::assemble(layers, &job, &initrd.0)?;
     let log = dirs.logs().join(format!("{}-test.log", series.name));
 
     let mut report = Report::default();
@@ -236,7 +236,7 @@ fn test_kernel(
     let finished = qemu::boot(
         &qemu::Boot {
             vmlinuz: &prepared.kernel.vmlinuz,
-            initrd: &initrd,
+            initrd: &initrd.0,
             log: &log,
             timeout: Duration::from_secs(options.timeout),
         },
@@ -295,7 +295,10 @@ fn test_kernel(
     }
     summary.push_str(&format!(", {:.1} s in all", finished.elapsed.as_secs_f64()));
     if !passed {
-        let reason = failure_reason(&report, finished.timed_out);
+        let mut reason = failure_reason(&report, finished.timed_out).to_owned();
+        if let Some(test) = report.running_test() {
+            reason.push_str(&format!(" in test {test}"));
+        }
         summary.push_str(&format!("; {reason}; serial log: {}", display_relative(&log)));
     }
     Ok((passed, summary))
@@ -370,8 +373,8 @@ pub fn run(options: &RunOptions) -> anyhow::Result<()> {
         None => format!("{} {}\n", initramfs::GUEST_VETHTRACE, args.join(" ")),
     };
     let job = initramfs::job_archive(&command, &job_env(series), &extra)?;
-    let initrd = dirs.boot().join(format!("{}-run.initrd", series.name));
-    initramfs::assemble(&[base, prepared.modules_layer, vethtrace_layer], &job, &initrd)?;
+    let initrd = TemporaryFile(dirs.boot().join(format!("{}-run.{}.initrd", series.name, std::process::id())));
+    initramfs::assemble(&[base, prepared.modules_layer, vethtrace_layer], &job, &initrd.0)?;
     let log = dirs.logs().join(format!("{}-run.log", series.name));
 
     eprintln!(
@@ -383,7 +386,7 @@ pub fn run(options: &RunOptions) -> anyhow::Result<()> {
     let finished = qemu::boot(
         &qemu::Boot {
             vmlinuz: &prepared.kernel.vmlinuz,
-            initrd: &initrd,
+            initrd: &initrd.0,
             log: &log,
             timeout: Duration::from_secs(options.timeout),
         },
@@ -421,7 +424,20 @@ pub fn run(options: &RunOptions) -> anyhow::Result<()> {
         finished.elapsed.as_secs_f64(),
         display_relative(&log)
     );
+    // exit() runs no destructors.
+    drop(initrd);
     std::process::exit(code);
+}
+
+/// A file deleted when this value is dropped: the initrd of one boot, named
+/// after this process so that concurrent runs do not overwrite each other's.
+struct TemporaryFile(PathBuf);
+
+impl Drop for TemporaryFile {
+    fn drop(&mut self) {
+        // A leftover file only costs disk space.
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Returns `prebuilt` if given and present, or else builds vethtrace.

@@ -59,7 +59,11 @@ pub fn boot(boot: &Boot, mut on_line: impl FnMut(&Line)) -> anyhow::Result<Finis
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let description = cmd::display(&command);
-    let mut log = BufWriter::new(File::create(boot.log).with_context(|| format!("failed to create {}", boot.log.display()))?);
+    // Written under a name of this process and renamed at the end, so that
+    // two runs that share the target directory do not mix their logs.
+    let partial_log = boot.log.with_extension(format!("log.{}.partial", std::process::id()));
+    let mut log =
+        BufWriter::new(File::create(&partial_log).with_context(|| format!("failed to create {}", partial_log.display()))?);
     writeln!(log, "+ {description}")?;
 
     let start = Instant::now();
@@ -74,8 +78,9 @@ pub fn boot(boot: &Boot, mut on_line: impl FnMut(&Line)) -> anyhow::Result<Finis
     std::thread::spawn(move || forward_lines(stderr, &sender, Line::Qemu));
 
     let mut timed_out = false;
+    let mut deadline = boot.timeout;
     loop {
-        let remaining = boot.timeout.saturating_sub(start.elapsed());
+        let remaining = deadline.saturating_sub(start.elapsed());
         match receiver.recv_timeout(remaining) {
             Ok(line) => {
                 match &line {
@@ -84,21 +89,29 @@ pub fn boot(boot: &Boot, mut on_line: impl FnMut(&Line)) -> anyhow::Result<Finis
                 }
                 on_line(&line);
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
+            Err(mpsc::RecvTimeoutError::Timeout) if !timed_out => {
                 timed_out = true;
                 writeln!(log, "timed out after {} s; killing QEMU", boot.timeout.as_secs())?;
                 // Killing is only needed when the guest still runs, and an
                 // error here means QEMU already exited.
                 let _ = child.kill();
-                break;
+                // The loop goes on until the pipes close, to pass on the
+                // last partial line, such as the `test NAME ... ` of a hung
+                // test.
+                deadline += Duration::from_secs(5);
             }
+            // The pipes stayed open after the kill (a child of QEMU holds
+            // them), so give up on the rest.
+            Err(mpsc::RecvTimeoutError::Timeout) => break,
             // Both pipes closed, so QEMU has exited.
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
     let status = child.wait().with_context(|| format!("failed to wait for {description}"))?;
     writeln!(log, "QEMU exited: {status}")?;
-    log.flush().with_context(|| format!("failed to write {}", boot.log.display()))?;
+    log.flush().with_context(|| format!("failed to write {}", partial_log.display()))?;
+    std::fs::rename(&partial_log, boot.log)
+        .with_context(|| format!("failed to rename {} to {}", partial_log.display(), boot.log.display()))?;
     Ok(Finished {
         timed_out,
         elapsed: start.elapsed(),

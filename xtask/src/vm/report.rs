@@ -175,17 +175,31 @@ impl Report {
         }
     }
 
-    /// A short description of the loaded modules, such as `veth loaded`.
+    /// The test that started but printed no result, such as one still
+    /// running when the guest timed out.
+    pub fn running_test(&self) -> Option<&str> {
+        self.running.as_ref().map(|(name, _)| name.as_str())
+    }
+
+    /// A short description of the kernel modules, such as
+    /// `modules veth llc stp bridge loaded`.
     pub fn modules_summary(&self) -> String {
-        if self.modules.is_empty() {
+        let names = |loaded: bool| -> Vec<&str> {
+            self.modules
+                .iter()
+                .filter(|(_, state)| *state == loaded)
+                .map(|(name, _)| name.as_str())
+                .collect()
+        };
+        let failed = names(false);
+        if !failed.is_empty() {
+            return format!("modules {} FAILED to load", failed.join(" "));
+        }
+        let loaded = names(true);
+        if loaded.is_empty() {
             return "no modules loaded".to_owned();
         }
-        let parts: Vec<String> = self
-            .modules
-            .iter()
-            .map(|(name, loaded)| format!("{name} {}", if *loaded { "loaded" } else { "failed" }))
-            .collect();
-        parts.join(", ")
+        format!("modules {} loaded", loaded.join(" "))
     }
 }
 
