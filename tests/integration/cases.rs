@@ -353,3 +353,39 @@ fn netns_inode_reused() {
     assert!(after.veth_names("new").is_empty(), "the new netns is empty");
     assert!(after.veth_names("host").is_empty(), "h1 died with the old netns");
 }
+
+#[test]
+fn peer_netns_that_cannot_be_opened() {
+    if skip_unless_root("peer_netns_that_cannot_be_opened") {
+        return;
+    }
+    // The container's netns ends up held only by a bind mount inside a
+    // mount namespace that no process lives in (itself kept by a bind mount
+    // of its nsfs file), so discovery cannot reach it.
+    let output = sandbox(
+        r#"
+        mkdir -p /run/vtpriv
+        mount -t tmpfs vtpriv /run/vtpriv
+        mount --make-private /run/vtpriv
+        touch /run/vtpriv/mnt
+        unshare -n sleep 1000 &
+        pid=$!
+        wait_netns $pid
+        ip link add vth1 type veth peer name vtpeer netns $pid
+        unshare --mount=/run/vtpriv/mnt --propagation private sh -c "mount -t tmpfs vtinner /mnt && touch /mnt/net && mount --bind /proc/$pid/ns/net /mnt/net"
+        kill $pid
+        wait $pid || true
+        snapshot
+        "#,
+    );
+    let snap = output.snapshot(0);
+    let link = snap.link("host", "vth1");
+    let peer = &link["peer"];
+    assert_eq!(peer["verified"], false, "{link:#}");
+    assert_eq!(peer["netns"], serde_json::Value::Null, "{link:#}");
+    assert_eq!(peer["ifindex"], 2, "the kernel's peer ifindex: {link:#}");
+    assert_eq!(peer["name"], "vtpeer", "named through IFLA_TARGET_NETNSID: {link:#}");
+    assert!(link["link_netnsid"].is_i64(), "the kernel's nsid is reported: {link:#}");
+    let reason = peer["reason"].as_str().expect("a reason");
+    assert!(reason.contains("not among the namespaces found"), "{reason}");
+}
