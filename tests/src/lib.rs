@@ -109,20 +109,27 @@ capture() { name=$1; shift; set +e; "$@" >"$WORK/$name.out" 2>"$WORK/$name.err";
 wait_netns() { while [ "$(stat -L -c %i "/proc/$1/ns/net")" = "$(stat -L -c %i /proc/self/ns/net)" ]; do sleep 0.01; done; }
 "#;
 
+/// How long one sandbox may run, generous because the VM tests run under
+/// QEMU's emulated CPU.
+const SANDBOX_TIMEOUT: &str = "300";
+
 /// Runs `recipe` in a fresh sandbox and returns the JSON values it printed.
 /// The recipe calls `snapshot` to print vethtrace's JSON and `label` to name
 /// namespaces. Panics with the script's stderr when it fails.
 pub fn sandbox(recipe: &str) -> SandboxOutput {
     let script = format!("{PRELUDE}\n{recipe}\n");
     let work = WorkDir::new();
-    let output = Command::new("unshare")
+    // A hung recipe must not block the suite: timeout(1) kills unshare, and
+    // --kill-child then takes the sandbox's init and every process in it.
+    let output = Command::new("timeout")
+        .args(["--kill-after=10", SANDBOX_TIMEOUT, "unshare"])
         .args(["--mount", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "--propagation", "private"])
         .args(["sh", "-c", &script])
         .env("VETHTRACE", vethtrace_bin())
         .env("WORK", &work.0)
         .stdin(Stdio::null())
         .output()
-        .expect("failed to start unshare (util-linux)");
+        .expect("failed to start timeout (coreutils) and unshare (util-linux)");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(

@@ -7,6 +7,7 @@ const REQUIRED: &[(u32, &str)] = &[
     (21, "CAP_SYS_ADMIN"),
     (12, "CAP_NET_ADMIN"),
     (19, "CAP_SYS_PTRACE"),
+    (2, "CAP_DAC_READ_SEARCH"),
 ];
 
 /// Returns the names of the required capabilities the process lacks, read
