@@ -372,7 +372,17 @@ fn peer_netns_that_cannot_be_opened() {
         pid=$!
         wait_netns $pid
         ip link add vth1 type veth peer name vtpeer netns $pid
-        unshare --mount=/run/vtpriv/mnt --propagation private sh -c "mount -t tmpfs vtinner /mnt && touch /mnt/net && mount --bind /proc/$pid/ns/net /mnt/net"
+        # util-linux's unshare binds the new mount namespace from a helper
+        # process, which fails now and then with EINVAL under load; retry.
+        bound=no
+        for attempt in 1 2 3 4 5; do
+            if unshare --mount=/run/vtpriv/mnt --propagation private sh -c "mount -t tmpfs vtinner /mnt && touch /mnt/net && mount --bind /proc/$pid/ns/net /mnt/net"; then
+                bound=yes
+                break
+            fi
+            sleep 0.2
+        done
+        test $bound = yes
         kill $pid
         wait $pid || true
         snapshot

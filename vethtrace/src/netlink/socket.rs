@@ -3,7 +3,8 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    DecodeError, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN,
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
@@ -108,12 +109,50 @@ impl RouteSocket {
         self.exchange(request, message, NLM_F_REQUEST | NLM_F_ACK)
     }
 
+    /// Sends `message` as a dump request and calls `visit` with the type
+    /// and payload of each reply message, undecoded. For dumps where
+    /// decoding every attribute costs more than the request itself.
+    pub fn dump_raw(
+        &mut self,
+        request: &'static str,
+        message: RouteNetlinkMessage,
+        mut visit: impl FnMut(u16, &[u8]) -> Result<(), NetlinkError>,
+    ) -> Result<(), NetlinkError> {
+        self.exchange_raw(request, message, NLM_F_REQUEST | NLM_F_DUMP, |bytes| {
+            let reply = NetlinkBuffer::new_checked(bytes).map_err(|error| decode_error(request, &error))?;
+            visit(reply.message_type(), reply.payload())
+        })
+    }
+
     fn exchange(
         &mut self,
         request: &'static str,
         message: RouteNetlinkMessage,
         flags: u16,
     ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+        let mut replies = Vec::new();
+        self.exchange_raw(request, message, flags, |bytes| {
+            let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes)
+                .map_err(|error| decode_error(request, &error))?;
+            // A GET with NLM_F_ACK gets its reply, then an ACK.
+            if let NetlinkPayload::InnerMessage(inner) = reply.payload {
+                replies.push(inner);
+            }
+            Ok(())
+        })?;
+        Ok(replies)
+    }
+
+    /// Sends `message` and calls `visit` with the bytes of each reply message
+    /// to it, header included, until NLMSG_DONE or an NLMSG_ERROR (an ACK or
+    /// an error) ends the exchange.
+    fn exchange_raw(
+        &mut self,
+        request: &'static str,
+        message: RouteNetlinkMessage,
+        flags: u16,
+        mut visit: impl FnMut(&[u8]) -> Result<(), NetlinkError>,
+    ) -> Result<(), NetlinkError> {
         self.sequence = self.sequence.wrapping_add(1);
         let sequence = self.sequence;
         let mut header = NetlinkHeader::default();
@@ -127,7 +166,6 @@ impl RouteSocket {
             .send(&bytes, 0)
             .map_err(|source| NetlinkError::Io { request, source })?;
 
-        let mut replies = Vec::new();
         loop {
             let length = self
                 .socket
@@ -135,40 +173,48 @@ impl RouteSocket {
                 .map_err(|source| NetlinkError::Io { request, source })?;
             let mut offset = 0;
             while offset < length {
-                let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buffer[offset..length])
-                    .map_err(|error| NetlinkError::Decode {
-                        request,
-                        message: error.to_string(),
-                    })?;
-                let size = message.header.length as usize;
-                if size == 0 {
-                    return Err(NetlinkError::Decode {
-                        request,
-                        message: "a message header has length 0".into(),
-                    });
-                }
+                // new_checked rejects a length field below the header size
+                // or past the end of the data received.
+                let reply = NetlinkBuffer::new_checked(&self.buffer[offset..length])
+                    .map_err(|error| decode_error(request, &error))?;
+                let size = reply.length() as usize;
+                let reply_bytes = &self.buffer[offset..offset + size];
                 offset += (size + 3) & !3;
-                if message.header.sequence_number != sequence {
+                if reply.sequence_number() != sequence {
                     // A late reply to an earlier request on this socket.
                     continue;
                 }
-                match message.payload {
-                    // A GET with NLM_F_ACK gets its reply, then an ACK.
-                    NetlinkPayload::InnerMessage(inner) => replies.push(inner),
-                    NetlinkPayload::Error(error) => {
+                match reply.message_type() {
+                    NLMSG_DONE => return Ok(()),
+                    NLMSG_ERROR => {
+                        let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(reply_bytes)
+                            .map_err(|error| decode_error(request, &error))?;
+                        let NetlinkPayload::Error(error) = reply.payload else {
+                            return Err(NetlinkError::Decode {
+                                request,
+                                message: "an NLMSG_ERROR message without an error payload".into(),
+                            });
+                        };
                         return match error.code {
-                            None => Ok(replies),
+                            None => Ok(()),
                             Some(code) => Err(NetlinkError::Kernel {
                                 request,
                                 source: std::io::Error::from_raw_os_error(-code.get()),
                             }),
                         };
                     }
-                    NetlinkPayload::Done(_) => return Ok(replies),
-                    _ => {}
+                    NLMSG_NOOP | NLMSG_OVERRUN => {}
+                    _ => visit(reply_bytes)?,
                 }
             }
         }
+    }
+}
+
+fn decode_error(request: &'static str, error: &DecodeError) -> NetlinkError {
+    NetlinkError::Decode {
+        request,
+        message: error.to_string(),
     }
 }
 

@@ -75,7 +75,7 @@ pub const GUEST_MODULES: &[&str] = &["veth", "bridge"];
 /// Builds or reuses the layer with busybox, the host tools and `/init`.
 pub fn base_layer(layers_dir: &Path) -> anyhow::Result<PathBuf> {
     let mut archive = Archive::default();
-    for dir in ["/proc", "/sys", "/dev", "/run", "/tmp", "/root", "/usr/local/bin"] {
+    for dir in ["/proc", "/sys", "/dev", "/run", "/tmp", "/root", "/mnt", "/var/tmp", "/usr/local/bin"] {
         archive.add_directory(dir)?;
     }
     // The kernel opens /dev/console for init's standard streams before
