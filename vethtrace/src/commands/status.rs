@@ -10,12 +10,12 @@ use crate::error::Error;
 use crate::live::NETLINK_LIMITS;
 use crate::output;
 
-/// What `status --json` prints.
+/// The document `status --json` prints.
 #[derive(Serialize)]
 struct Report<'a> {
     /// "ebpf" or "netlink": the mode `watch` would use.
     watch_mode: &'static str,
-    /// Why netlink, when it is netlink.
+    /// The reason for netlink mode, when it is netlink.
     reason: Option<String>,
     #[serde(flatten)]
     tracer: &'a Status,

@@ -26,7 +26,7 @@ use netlink_source::{Batch, NetlinkMonitor};
 use netlink_translate::NetlinkTranslator;
 use state::LiveMap;
 
-/// What netlink mode cannot see, for the notice printed when it is used.
+/// The limits of netlink mode, for the notice printed when it is used.
 pub const NETLINK_LIMITS: &str = "actors are unknown, namespaces without an nsid in this netns are not seen, \
      and a move is seen only from the side of the moving link";
 
@@ -59,7 +59,7 @@ impl Labels {
         }
     }
 
-    /// The label of a netns inode, if one was seen.
+    /// Returns the label of a netns inode, if one was seen.
     pub fn get(&self, inode: u64) -> Option<&str> {
         self.names.get(&inode).map(String::as_str)
     }

@@ -184,7 +184,7 @@ impl NetlinkTranslator {
     }
 }
 
-/// The name of `key` in `snapshot`, where it is a veth end there.
+/// Returns the name of `key` in `snapshot`, where it is a veth end there.
 fn name_in(snapshot: &Snapshot, key: Key) -> Option<String> {
     snapshot
         .links
@@ -193,7 +193,7 @@ fn name_in(snapshot: &Snapshot, key: Key) -> Option<String> {
         .map(|link| link.name.clone())
 }
 
-/// The verified peer of `key` in `snapshot`, as a device.
+/// Returns the verified peer of `key` in `snapshot`, as a device.
 fn pair_in(snapshot: &Snapshot, key: Key) -> Option<Device> {
     let link = snapshot
         .links
@@ -212,7 +212,7 @@ fn pair_in(snapshot: &Snapshot, key: Key) -> Option<Device> {
     })
 }
 
-/// Where the end at `from` went: its peer stayed put, and the snapshot
+/// Finds where the end at `from` went: its peer stayed put, and the snapshot
 /// shows the peer's new peer.
 fn moved_to(snapshot: &Snapshot, map: &LiveMap, from: Key) -> Option<Device> {
     let peer = map.peer(from)?;

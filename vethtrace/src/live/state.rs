@@ -141,22 +141,22 @@ impl LiveMap {
         }
     }
 
-    /// Whether the map has a device with this key.
+    /// Checks whether the map has a device with this key.
     pub fn contains(&self, key: Key) -> bool {
         self.devices.contains_key(&key)
     }
 
-    /// The name of a device, where known.
+    /// Returns the name of a device, where known.
     pub fn name(&self, key: Key) -> Option<&str> {
         self.devices.get(&key).map(|entry| entry.device.name.as_str())
     }
 
-    /// The peer of a device, where known.
+    /// Returns the peer of a device, where known.
     pub fn peer(&self, key: Key) -> Option<Key> {
         self.devices.get(&key).and_then(|entry| entry.peer)
     }
 
-    /// The number of veth ends in the map.
+    /// Returns the number of veth ends in the map.
     pub fn len(&self) -> usize {
         self.devices.len()
     }

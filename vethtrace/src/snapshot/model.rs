@@ -44,7 +44,7 @@ pub struct NetnsEntry {
     pub containers: Vec<Container>,
     /// This netns's nsid table: which netns each local nsid names, where known.
     pub nsids: Vec<NsidEntry>,
-    /// Why this netns's links could not be read, if they could not.
+    /// The error that stopped reading this netns's links, if any.
     pub error: Option<String>,
 }
 
@@ -123,7 +123,7 @@ pub struct PeerEntry {
     pub name: Option<String>,
     /// Whether both ends were read and point at each other.
     pub verified: bool,
-    /// Why `verified` is false.
+    /// The reason `verified` is false.
     pub reason: Option<String>,
 }
 
@@ -133,14 +133,14 @@ impl Snapshot {
         self.netns.iter().find(|entry| entry.inode == inode)
     }
 
-    /// The netns vethtrace ran in.
+    /// Returns the netns vethtrace ran in.
     pub fn current(&self) -> Option<&NetnsEntry> {
         self.netns.iter().find(|entry| entry.current)
     }
 }
 
 impl NetnsEntry {
-    /// A short human name: "current" for the caller's netns without a bind
+    /// Returns a short human name: "current" for the caller's netns without a bind
     /// mount, else the first bind-mount name, a container, a process living
     /// in it, or the inode.
     pub fn label(&self) -> String {
@@ -163,7 +163,7 @@ impl NetnsEntry {
     }
 }
 
-/// A container as `RUNTIME ID`, with a 64-hex id cut to 12 digits as
+/// Formats a container as `RUNTIME ID`, with a 64-hex id cut to 12 digits as
 /// `docker ps` prints it.
 pub fn container_label(container: &Container) -> String {
     let id = &container.id;

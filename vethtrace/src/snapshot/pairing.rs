@@ -38,7 +38,7 @@ pub enum Peer {
     },
 }
 
-/// Why a peer is not verified.
+/// The reason a peer is not verified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UnverifiedReason {
     /// The kernel reported no peer: the pair is being torn down.
@@ -55,7 +55,7 @@ pub enum UnverifiedReason {
 }
 
 impl UnverifiedReason {
-    /// A short explanation for humans and JSON.
+    /// Returns a short explanation for humans and JSON.
     pub fn describe(self) -> &'static str {
         match self {
             Self::NoPeer => "the kernel reports no peer (the pair is being deleted)",
@@ -183,8 +183,8 @@ impl Resolver<'_> {
         }
     }
 
-    /// Whether end `other_link` in `other_netns` names `netns` through its
-    /// own link-netnsid.
+    /// Checks whether end `other_link` in `other_netns` names `netns`
+    /// through its own link-netnsid.
     fn points_back(&mut self, other_netns: usize, other_link: usize, netns: usize) -> bool {
         let Some(other_nsid) = self.links[other_netns][other_link].link_netnsid else {
             return false;
