@@ -1,21 +1,30 @@
 # Guest script of `cargo xtask bench live`: times a burst of veth pair
-# creations and deletions with and without `vethtrace watch --json`
-# attached, measures the latency of each line and the tracer's context
-# switches while idle. It prints its results as `vtlb-*` lines, which the
-# xtask reads from the serial console.
+# creations and deletions without and with `vethtrace watch --json`
+# attached, and prints its results as `vtlb-*` lines that the xtask reads
+# from the serial console.
 #
-# Arguments: PAIRS ROUNDS IDLE_SECONDS DRAIN_LIMIT_SECONDS [WATCH_ARGS...]
+# Arguments: ROUND ORDER PAIRS IDLE_SECONDS DRAIN_LIMIT_SECONDS [WATCH_ARGS...]
+#
+# A burst is one `ip -batch` that creates PAIRS pairs `vtlbI`/`vtlbpI` and
+# one that deletes them. After an untimed warm-up burst the script times
+# two bursts, labelled `bare-ROUND` and `traced-ROUND`, in the ORDER given:
+# `bare,traced` or `traced,bare`. For the traced burst it starts
+# `vethtrace watch --json WATCH_ARGS` with its output piped into
+# `watch_latency read`, waits until every line of the burst arrived, counts
+# the tracer's context switches over IDLE_SECONDS without changes, and
+# stops it with SIGTERM.
 #
 # The xtask appends the gzipped, base64-encoded `watch_latency` example
-# after the `__VTLB_READER__` line at the end; the guest has no Python and
-# no compiler, and vm-run copies only the script and the vethtrace binary.
+# after the `__VTLB_READER__` line at the end: vm-run copies only this
+# script and the vethtrace binary into the guest, which has no Python.
 # Every name this script creates starts with `vtlb`.
 
-pairs=$1
-rounds=$2
-idle_seconds=$3
-drain_limit=$4
-shift 4
+round=$1
+order=$2
+pairs=$3
+idle_seconds=$4
+drain_limit=$5
+shift 5
 
 reader=/tmp/vtlb-reader
 status_file=/tmp/vtlb-status
@@ -27,16 +36,15 @@ sed '1,/^__VTLB_READER__$/d' "$0" | base64 -d | gunzip >"$reader" && chmod +x "$
 echo "vtlb-kernel $(uname -r)"
 echo "vtlb-cpus $(grep -c '^processor' /proc/cpuinfo)"
 
-# One `ip -batch` file per phase: PAIRS pair creations, then PAIRS
-# deletions (deleting one end of a veth deletes both).
 i=0
 while [ "$i" -lt "$pairs" ]; do
     echo "link add vtlb$i type veth peer name vtlbp$i" >&3
+    # Deleting one end of a veth deletes both.
     echo "link del vtlb$i" >&4
     i=$((i + 1))
 done 3>/tmp/vtlb-add.batch 4>/tmp/vtlb-del.batch
 
-# burst LABEL: creates then deletes every pair, each phase timed on its own.
+# burst LABEL: creates then deletes every pair, timing each phase.
 burst() {
     "$reader" time "$1-add" ip -batch /tmp/vtlb-add.batch || return 1
     "$reader" time "$1-del" ip -batch /tmp/vtlb-del.batch || return 1
@@ -59,7 +67,7 @@ wait_status() {
 }
 
 # context_switches PID: voluntary and involuntary context switches summed
-# over the threads of PID, and the number of threads.
+# over the threads of PID, then the number of threads.
 context_switches() {
     cat /proc/"$1"/task/*/status | awk '
         /^voluntary_ctxt_switches:/ { voluntary += $2 }
@@ -68,65 +76,86 @@ context_switches() {
     ls /proc/"$1"/task | wc -l
 }
 
-status=0
+# cpu_ticks PID: user plus system CPU time of PID in clock ticks (USER_HZ).
+cpu_ticks() {
+    awk '{ print $14 + $15 }' /proc/"$1"/stat
+}
 
-# (a) Without the tracer: one warm-up burst, then ROUNDS timed ones.
-burst warmup || exit 1
-round=1
-while [ "$round" -le "$rounds" ]; do
-    burst "bare-$round" || exit 1
-    round=$((round + 1))
-done
+# traced_burst LABEL WATCH_ARGS...: the burst with the tracer attached, then
+# the idle count. Prints the reader's summary and latencies.
+traced_burst() {
+    label=$1
+    shift
+    # The marker pair exists before `watch` starts, so its `present` line
+    # means that the initial snapshot is out and the burst cannot race it.
+    ip link add vtlbm0 type veth peer name vtlbm1 || return 1
+    : >"$status_file"
+    rm -f /tmp/vtlb-fifo
+    mkfifo /tmp/vtlb-fifo
+    "$reader" read --pairs "$pairs" --rounds 1 --ready vtlbm0 --status "$status_file" \
+        </tmp/vtlb-fifo >/tmp/vtlb-reader.out &
+    reader_pid=$!
+    vethtrace watch --json "$@" >/tmp/vtlb-fifo 2>/tmp/vtlb-watch.err &
+    watch_pid=$!
+    echo "vtlb-watch-args $*"
 
-# (b) With the tracer. The marker pair exists before `watch` starts, so its
-# `present` line means the initial snapshot is out and the burst cannot
-# race it.
-ip link add vtlbm0 type veth peer name vtlbm1 || exit 1
-: >"$status_file"
-mkfifo /tmp/vtlb-fifo
-"$reader" read --pairs "$pairs" --rounds "$rounds" --ready vtlbm0 --status "$status_file" \
-    </tmp/vtlb-fifo >/tmp/vtlb-reader.out &
-reader_pid=$!
-vethtrace watch --json "$@" >/tmp/vtlb-fifo 2>/tmp/vtlb-watch.err &
-watch_pid=$!
-echo "vtlb-watch-args $*"
+    result=0
+    if wait_status ready 180; then
+        ring_size=$(bpftool map list | awk '
+            / name EVENTS / { found = 1; next }
+            found { for (i = 1; i < NF; i++) if ($i == "max_entries") print $(i + 1); exit }')
+        echo "vtlb-ring-size ${ring_size:-unknown}"
+        watch_ticks=$(cpu_ticks "$watch_pid")
+        reader_ticks=$(cpu_ticks "$reader_pid")
+        burst "$label" || result=1
+        if [ "$result" = 0 ]; then
+            wait_status "round 1" "$drain_limit"
+            case $? in
+                0) ;;
+                1) echo "vtlb-error $label: not every line arrived within $drain_limit s"; result=1 ;;
+                2) echo "vtlb-error $label: vethtrace printed a lost line"; result=1 ;;
+                *) echo "vtlb-error $label: vethtrace exited"; result=1 ;;
+            esac
+        fi
+        echo "vtlb-cpu $(($(cpu_ticks "$watch_pid") - watch_ticks)) $(($(cpu_ticks "$reader_pid") - reader_ticks))"
 
-if wait_status ready 180; then
-    ring_size=$(bpftool map list | awk '/ name EVENTS / { found = 1; next } found { for (i = 1; i < NF; i++) if ($i == "max_entries") print $(i + 1); exit }')
-    echo "vtlb-ring-size ${ring_size:-unknown}"
-    round=1
-    while [ "$round" -le "$rounds" ]; do
-        burst "traced-$round" || { status=1; break; }
-        wait_status "round $round" "$drain_limit"
-        result=$?
-        case $result in
-            0) ;;
-            1) echo "vtlb-error round $round: not every line arrived within $drain_limit s"; status=1; break ;;
-            2) echo "vtlb-error round $round: vethtrace printed a lost line"; status=1; break ;;
-            *) echo "vtlb-error round $round: vethtrace exited"; status=1; break ;;
-        esac
-        round=$((round + 1))
-    done
-
-    if [ "$status" = 0 ]; then
-        # Idle: no veth changes and nothing else running but this shell's
-        # sleep. The tracer should sleep in epoll_wait the whole time.
-        sleep 2
-        before=$(context_switches "$watch_pid" | tr '\n' ' ')
-        sleep "$idle_seconds"
-        after=$(context_switches "$watch_pid" | tr '\n' ' ')
-        echo "vtlb-idle $idle_seconds $before $after"
+        if [ "$result" = 0 ] && [ "$idle_seconds" -gt 0 ]; then
+            # Nothing changes and nothing else runs but this shell's
+            # sleep, so the tracer should stay asleep in epoll_wait.
+            sleep 2
+            before=$(context_switches "$watch_pid" | tr '\n' ' ')
+            sleep "$idle_seconds"
+            after=$(context_switches "$watch_pid" | tr '\n' ' ')
+            echo "vtlb-idle $idle_seconds $before $after"
+        fi
+    else
+        echo "vtlb-error vethtrace watch printed no initial state within 180 s"
+        result=1
     fi
-else
-    echo "vtlb-error vethtrace watch printed no initial state within 180 s"
-    status=1
-fi
 
-kill -TERM "$watch_pid" 2>/dev/null
-wait "$watch_pid"
-echo "vtlb-watch-exit $?"
-wait "$reader_pid"
-cat /tmp/vtlb-reader.out
-sed 's/^/vtlb-watch-stderr /' /tmp/vtlb-watch.err
-ip link del vtlbm0 2>/dev/null
-exit "$status"
+    kill -TERM "$watch_pid" 2>/dev/null
+    wait "$watch_pid"
+    echo "vtlb-watch-exit $?"
+    wait "$reader_pid"
+    cat /tmp/vtlb-reader.out
+    sed 's/^/vtlb-watch-stderr /' /tmp/vtlb-watch.err
+    ip link del vtlbm0 2>/dev/null
+    return "$result"
+}
+
+burst warmup || exit 1
+case $order in
+    bare,traced)
+        burst "bare-$round" || exit 1
+        traced_burst "traced-$round" "$@" || exit 1
+        ;;
+    traced,bare)
+        traced_burst "traced-$round" "$@" || exit 1
+        burst "bare-$round" || exit 1
+        ;;
+    *)
+        echo "vtlb-error ORDER must be bare,traced or traced,bare, not $order"
+        exit 2
+        ;;
+esac
+exit 0

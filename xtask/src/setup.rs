@@ -23,6 +23,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("xz-utils", "/usr/bin/xz"),
     ("zstd", "/usr/bin/zstd"),
     ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
+    ("dash", "/bin/dash"),
+    ("debian-archive-keyring", "/usr/share/keyrings/debian-archive-keyring.gpg"),
     ("python3-pyroute2", "/usr/lib/python3/dist-packages/pyroute2/__init__.py"),
     ("containernetworking-plugins", "/usr/lib/cni/bridge"),
     ("docker.io", "/usr/sbin/dockerd"),

@@ -6,7 +6,7 @@
 //! tools and prints its measurements as JSON. This side only builds
 //! vethtrace, collects those results and renders them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -71,14 +71,15 @@ pub fn bench(options: &Options) -> anyhow::Result<()> {
     }
     setup::setup(&setup::Options { no_packages: false })?;
     let vethtrace = match &options.vethtrace {
-        Some(path) => std::fs::canonicalize(path).with_context(|| format!("the vethtrace binary {} is missing", path.display()))?,
+        Some(path) => path.clone(),
         None => build_vethtrace()?,
     };
+    let binaries = Binaries::copy(&vethtrace)?;
 
     let load_before = load_average()?;
     let mut results = Vec::new();
     for &size in &options.sizes {
-        results.push(run_sandbox(options, size, &vethtrace)?);
+        results.push(run_sandbox(options, size, &binaries)?);
     }
     let load_after = load_average()?;
 
@@ -113,17 +114,51 @@ fn build_vethtrace() -> anyhow::Result<PathBuf> {
     Ok(cmd::workspace_root().join("target/release/vethtrace"))
 }
 
+/// Private copies of this xtask binary and of the vethtrace binary under
+/// test, removed on drop. Other cargo commands may rebuild target/ while
+/// the benchmark runs, and every run must start the same binaries.
+struct Binaries {
+    dir: PathBuf,
+    xtask: PathBuf,
+    vethtrace: PathBuf,
+}
+
+impl Binaries {
+    fn copy(vethtrace: &Path) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("vtbench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
+        let binaries = Self {
+            xtask: dir.join("xtask"),
+            vethtrace: dir.join("vethtrace"),
+            dir,
+        };
+        // /proc/self/exe still reads when cargo has replaced the file.
+        std::fs::copy("/proc/self/exe", &binaries.xtask)
+            .with_context(|| format!("failed to copy /proc/self/exe to {}", binaries.xtask.display()))?;
+        std::fs::copy(vethtrace, &binaries.vethtrace)
+            .with_context(|| format!("failed to copy {} to {}", vethtrace.display(), binaries.vethtrace.display()))?;
+        Ok(binaries)
+    }
+}
+
+impl Drop for Binaries {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_dir_all(&self.dir) {
+            eprintln!("failed to remove {}: {error}", self.dir.display());
+        }
+    }
+}
+
 /// Runs this command again, with `--sandbox-size`, as the init process of
 /// new mount, network and PID namespaces, and parses what it measured.
-fn run_sandbox(options: &Options, size: usize, vethtrace: &std::path::Path) -> anyhow::Result<SizeResult> {
-    let xtask = std::env::current_exe().context("failed to find the xtask binary's path")?;
+fn run_sandbox(options: &Options, size: usize, binaries: &Binaries) -> anyhow::Result<SizeResult> {
     let mut command = Command::new("unshare");
     command
         .args(["--mount", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "--propagation", "private"])
-        .arg(xtask)
+        .arg(&binaries.xtask)
         .args(["bench", "snapshot", "--sandbox-size", &size.to_string()])
         .arg("--vethtrace")
-        .arg(vethtrace)
+        .arg(&binaries.vethtrace)
         .args(["--runs", &options.runs.to_string()])
         .args(["--shell-runs", &options.shell_runs.to_string()])
         .args(["--all-pairs-runs", &options.all_pairs_runs.to_string()])

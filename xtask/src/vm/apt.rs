@@ -46,7 +46,12 @@ impl Apt {
         if text.contains(['"', '\n']) {
             bail!("apt.conf cannot quote the path {text}; move the workspace to a path without quotes or newlines");
         }
-        for sub in ["sources.list.d", "preferences.d", "state/lists/partial", "cache/archives/partial"] {
+        for sub in [
+            "sources.list.d",
+            "preferences.d",
+            "state/lists/partial",
+            "cache/archives/partial",
+        ] {
             let path = dir.join(sub);
             std::fs::create_dir_all(&path).with_context(|| format!("failed to create {}", path.display()))?;
         }
@@ -122,7 +127,8 @@ impl Apt {
 
 fn apt_conf(dir: &str) -> String {
     format!(
-        r#"// Written by cargo xtask vm-test; apt reads it after /etc/apt/apt.conf.d.
+        r#"// Written by the VM harness (cargo xtask vm-test and vm-run); apt reads it
+// after /etc/apt/apt.conf.d.
 Dir::State "{dir}/state";
 Dir::State::status "{dir}/status";
 Dir::Cache "{dir}/cache";
@@ -130,8 +136,8 @@ Dir::Etc::sourcelist "{dir}/sources.list";
 Dir::Etc::sourceparts "{dir}/sources.list.d";
 Dir::Etc::preferences "{dir}/preferences";
 Dir::Etc::preferencesparts "{dir}/preferences.d";
-// The directories belong to whoever runs the harness, which the _apt user
-// may not be able to write. apt ignores this setting when not run as root.
+// The directories belong to the user who runs the harness, and the _apt
+// user may not be able to write them. apt ignores this setting when not run as root.
 APT::Sandbox::User "root";
 // Only the Packages index is needed.
 Acquire::Languages "none";
@@ -153,20 +159,17 @@ fn write_if_changed(path: &Path, text: &str) -> anyhow::Result<()> {
 /// Picks the `linux-image-*` package and its exact version out of a Depends
 /// field such as `linux-image-6.1.0-50-cloud-amd64 (= 6.1.176-1)`.
 fn parse_kernel_dependency(depends: &str) -> Option<Package> {
-    depends
-        .split([',', '|'])
-        .map(str::trim)
-        .find_map(|dependency| {
-            let (name, constraint) = dependency.split_once(' ')?;
-            if !name.starts_with("linux-image-") {
-                return None;
-            }
-            let version = constraint.trim().strip_prefix("(=")?.strip_suffix(')')?.trim();
-            Some(Package {
-                name: name.to_owned(),
-                version: version.to_owned(),
-            })
+    depends.split([',', '|']).map(str::trim).find_map(|dependency| {
+        let (name, constraint) = dependency.split_once(' ')?;
+        if !name.starts_with("linux-image-") {
+            return None;
+        }
+        let version = constraint.trim().strip_prefix("(=")?.strip_suffix(')')?.trim();
+        Some(Package {
+            name: name.to_owned(),
+            version: version.to_owned(),
         })
+    })
 }
 
 /// Finds the Debian mirror that the host's apt uses: the first `deb` source
@@ -176,7 +179,9 @@ fn parse_kernel_dependency(depends: &str) -> Option<Package> {
 pub fn host_debian_mirror() -> anyhow::Result<String> {
     let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
     if let Ok(entries) = std::fs::read_dir("/etc/apt/sources.list.d") {
-        let mut parts: Vec<PathBuf> = entries.filter_map(|entry| entry.ok().map(|entry| entry.path())).collect();
+        let mut parts: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .collect();
         parts.sort();
         files.extend(parts);
     }
@@ -189,7 +194,9 @@ pub fn host_debian_mirror() -> anyhow::Result<String> {
         } else {
             continue;
         };
-        let Some(text) = read_to_string_if_exists(&file)? else { continue };
+        let Some(text) = read_to_string_if_exists(&file)? else {
+            continue;
+        };
         if let Some(mirror) = parse(&text) {
             return Ok(mirror);
         }
@@ -277,7 +284,10 @@ mod tests {
     fn mirror_from_deb822_skips_security() {
         let text = "Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n\n\
                     Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm\n";
-        assert_eq!(mirror_in_deb822_format(text).as_deref(), Some("http://deb.debian.org/debian"));
+        assert_eq!(
+            mirror_in_deb822_format(text).as_deref(),
+            Some("http://deb.debian.org/debian")
+        );
     }
 
     #[test]
@@ -290,6 +300,9 @@ mod tests {
     fn mirror_from_one_line_with_options() {
         let text = "# comment\ndeb-src http://x/debian bookworm main\n\
                     deb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian/ bookworm main\n";
-        assert_eq!(mirror_in_one_line_format(text).as_deref(), Some("http://mirror.example/debian"));
+        assert_eq!(
+            mirror_in_one_line_format(text).as_deref(),
+            Some("http://mirror.example/debian")
+        );
     }
 }

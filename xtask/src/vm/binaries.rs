@@ -19,7 +19,10 @@ pub struct Executable {
 /// Builds `target/release/vethtrace`, whose build script compiles the eBPF
 /// object with the nightly toolchain.
 pub fn build_vethtrace() -> anyhow::Result<PathBuf> {
-    let executables = cargo_executables(&["build", "--release", "--package", "vethtrace", "--bin", "vethtrace"], "bin")?;
+    let executables = cargo_executables(
+        &["build", "--release", "--package", "vethtrace", "--bin", "vethtrace"],
+        "bin",
+    )?;
     match executables.into_iter().next() {
         Some(executable) => Ok(executable.path),
         None => bail!("cargo build reported no vethtrace executable"),
@@ -29,7 +32,10 @@ pub fn build_vethtrace() -> anyhow::Result<PathBuf> {
 /// Builds the integration test binaries of the vethtrace-tests crate without
 /// running them.
 pub fn build_integration_tests() -> anyhow::Result<Vec<Executable>> {
-    let executables = cargo_executables(&["test", "--release", "--package", "vethtrace-tests", "--no-run"], "test")?;
+    let executables = cargo_executables(
+        &["test", "--release", "--package", "vethtrace-tests", "--no-run"],
+        "test",
+    )?;
     if executables.is_empty() {
         bail!("cargo test --no-run reported no test executable for vethtrace-tests");
     }
@@ -60,7 +66,9 @@ fn cargo_executables(args: &[&str], kind: &str) -> anyhow::Result<Vec<Executable
 fn parse_executables(messages: &str, kind: &str) -> Vec<Executable> {
     let mut executables = Vec::new();
     for line in messages.lines() {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         if message["reason"] != "compiler-artifact" {
             continue;
         }

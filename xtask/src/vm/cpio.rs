@@ -18,14 +18,17 @@ const S_IFREG: u32 = 0o100_000;
 const S_IFLNK: u32 = 0o120_000;
 const S_IFCHR: u32 = 0o020_000;
 
-/// What an entry's content comes from.
+/// The source of an entry's content.
 pub enum Content {
     Directory,
     /// A host file, read (following symlinks) when the archive is written.
     HostFile(PathBuf),
     Bytes(Vec<u8>),
     Symlink(String),
-    CharDevice { major: u32, minor: u32 },
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
 }
 
 pub struct Entry {
@@ -128,7 +131,10 @@ fn validate_path(path: &str) -> anyhow::Result<()> {
         && path.len() > 1
         && !path.ends_with('/')
         && !path.contains('\0')
-        && path.split('/').skip(1).all(|part| !part.is_empty() && part != "." && part != "..");
+        && path
+            .split('/')
+            .skip(1)
+            .all(|part| !part.is_empty() && part != "." && part != "..");
     if !valid {
         bail!("invalid initramfs path {path:?}: it must be absolute and normalized");
     }

@@ -29,7 +29,8 @@ for spec in debugfs:/sys/kernel/debug tracefs:/sys/kernel/tracing cgroup2:/sys/f
     mount -t "$type" "$type" "$dir" 2>/dev/null || echo "vethtrace-vm-warning: $type not mounted on $dir"
 done
 
-# devtmpfs has no /dev/fd links; shells and `ip netns exec` use them.
+# devtmpfs has no /dev/fd links, which process substitution and programs
+# that open /dev/stdin by name need.
 ln -sf /proc/self/fd /dev/fd
 ln -sf /proc/self/fd/0 /dev/stdin
 ln -sf /proc/self/fd/1 /dev/stdout

@@ -4,16 +4,17 @@
 //! The kernel unpacks concatenated cpio archives one after the other into
 //! the same root, so the image is several archives in one file:
 //!
-//! - `base`: busybox, iproute2, bpftool, their shared libraries and `/init`;
+//! - `base`: `/init`, busybox, dash, iproute2, bpftool, the other programs
+//!   in [`HOST_TOOLS`] and their shared libraries;
 //! - `modules-SERIES`: the kernel modules of one kernel and their load order;
 //! - `vethtrace` and `tests`: the binaries under test;
 //! - the job: an uncompressed archive with `/job/run` and `/job/env`, written
 //!   for every boot.
 //!
-//! Each cached layer is stored in `target/vm/layers/` as NAME-HASH.cpio.gz,
-//! next to NAME-HASH.manifest: a text listing of every entry with the size
-//! and mtime of its host file, whose hash HASH is. A layer is rebuilt only
-//! when its manifest changes.
+//! Each cached layer is stored in `target/vm/layers/` as NAME-HASH.cpio.gz
+//! next to NAME-HASH.manifest, a text listing of every entry with the size
+//! and mtime of its host file. HASH is the manifest's hash, so a layer is
+//! rebuilt only when its manifest changes.
 
 use std::fs::File;
 use std::io::{BufWriter, Write as _};
@@ -29,10 +30,10 @@ use super::cpio::{Archive, Content};
 use super::kernel::{Kernel, Module};
 use crate::cmd;
 
-/// Where the image puts the vethtrace binary; `/init` exports it as
+/// Guest path of the vethtrace binary, which `/init` exports as
 /// `VETHTRACE_BIN`.
 pub const GUEST_VETHTRACE: &str = "/usr/bin/vethtrace";
-/// Where the image puts the integration test binaries.
+/// Guest directory of the integration test binaries.
 pub const GUEST_TESTS_DIR: &str = "/usr/libexec/vethtrace-tests";
 
 const INIT: &str = include_str!("init.sh");
@@ -75,7 +76,17 @@ pub const GUEST_MODULES: &[&str] = &["veth", "bridge"];
 /// Builds or reuses the layer with busybox, the host tools and `/init`.
 pub fn base_layer(layers_dir: &Path) -> anyhow::Result<PathBuf> {
     let mut archive = Archive::default();
-    for dir in ["/proc", "/sys", "/dev", "/run", "/tmp", "/root", "/mnt", "/var/tmp", "/usr/local/bin"] {
+    for dir in [
+        "/proc",
+        "/sys",
+        "/dev",
+        "/run",
+        "/tmp",
+        "/root",
+        "/mnt",
+        "/var/tmp",
+        "/usr/local/bin",
+    ] {
         archive.add_directory(dir)?;
     }
     // The kernel opens /dev/console for init's standard streams before
@@ -165,7 +176,8 @@ pub fn assemble(layers: &[PathBuf], job: &[u8], output: &Path) -> anyhow::Result
         out.write_all(&[0; 3][..(4 - bytes.len() % 4) % 4])?;
     }
     out.write_all(job)?;
-    out.flush().with_context(|| format!("failed to write {}", output.display()))
+    out.flush()
+        .with_context(|| format!("failed to write {}", output.display()))
 }
 
 /// Adds the executable `host` as `guest` with the shared libraries and
@@ -193,7 +205,12 @@ fn shared_libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
         return Ok(Vec::new());
     }
     if !output.status.success() {
-        bail!("ldd {} failed: {}\n{}", binary.display(), output.status, stderr.trim_end());
+        bail!(
+            "ldd {} failed: {}\n{}",
+            binary.display(),
+            output.status,
+            stderr.trim_end()
+        );
     }
     parse_ldd(&stdout).with_context(|| format!("ldd {}", binary.display()))
 }
@@ -242,11 +259,15 @@ fn write_cached(archive: &Archive, layers_dir: &Path, name: &str) -> anyhow::Res
     // 40% of the time (gzip 1.12, 7.9 MB of input, 2-core host).
     let mut encoder = GzEncoder::new(BufWriter::new(file), Compression::fast());
     archive.write_to(&mut encoder)?;
-    let mut out = encoder.finish().with_context(|| format!("failed to write {}", partial.display()))?;
-    out.flush().with_context(|| format!("failed to write {}", partial.display()))?;
+    let mut out = encoder
+        .finish()
+        .with_context(|| format!("failed to write {}", partial.display()))?;
+    out.flush()
+        .with_context(|| format!("failed to write {}", partial.display()))?;
     std::fs::rename(&partial, &path).with_context(|| format!("failed to rename {}", partial.display()))?;
     let manifest_path = layers_dir.join(format!("{version}.manifest"));
-    std::fs::write(&manifest_path, &manifest).with_context(|| format!("failed to write {}", manifest_path.display()))?;
+    std::fs::write(&manifest_path, &manifest)
+        .with_context(|| format!("failed to write {}", manifest_path.display()))?;
     prune_old_versions(layers_dir, name, &file_name)?;
     Ok(path)
 }
@@ -259,7 +280,9 @@ fn prune_old_versions(layers_dir: &Path, name: &str, current: &str) -> anyhow::R
     for entry in entries.flatten() {
         let file_name = entry.file_name();
         let Some(file_name) = file_name.to_str() else { continue };
-        let Some(stem) = file_name.strip_suffix(".cpio.gz") else { continue };
+        let Some(stem) = file_name.strip_suffix(".cpio.gz") else {
+            continue;
+        };
         let is_version = stem
             .strip_prefix(name)
             .and_then(|rest| rest.strip_prefix('-'))
@@ -286,13 +309,19 @@ fn manifest(archive: &Archive) -> anyhow::Result<String> {
         let content = match &entry.content {
             Content::Directory => "directory".to_owned(),
             Content::HostFile(source) => {
-                let metadata = std::fs::metadata(source).with_context(|| format!("failed to read {}", source.display()))?;
+                let metadata =
+                    std::fs::metadata(source).with_context(|| format!("failed to read {}", source.display()))?;
                 let mtime = metadata
                     .modified()
                     .ok()
                     .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
                     .unwrap_or_default();
-                format!("file {} size {} mtime {}", source.display(), metadata.len(), mtime.as_nanos())
+                format!(
+                    "file {} size {} mtime {}",
+                    source.display(),
+                    metadata.len(),
+                    mtime.as_nanos()
+                )
             }
             Content::Bytes(bytes) => format!("bytes size {} fnv1a {:016x}", bytes.len(), fnv1a(bytes)),
             Content::Symlink(target) => format!("symlink {target}"),
@@ -303,8 +332,8 @@ fn manifest(archive: &Archive) -> anyhow::Result<String> {
     Ok(text)
 }
 
-/// The 64-bit FNV-1a hash: stable across Rust releases, unlike
-/// `std::hash::DefaultHasher`, and enough to notice a changed script.
+/// Computes the 64-bit FNV-1a hash, which unlike `std::hash::DefaultHasher`
+/// is the same in every Rust release, so cached layer names stay valid.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)

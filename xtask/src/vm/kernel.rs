@@ -3,7 +3,7 @@
 //!
 //! A cached kernel is reused without asking the mirror, so a second run
 //! starts booting at once and every run tests the same kernel build until
-//! `--refresh-kernels` asks for the newest one.
+//! `--refresh-kernels` requests the newest one.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
@@ -65,7 +65,7 @@ pub struct Module {
 }
 
 /// Returns the cached kernel of `series`, downloading and unpacking it first
-/// when there is none or when `refresh` asks for the newest package.
+/// when there is none or when `refresh` requests the newest package.
 pub fn prepare(vm_dir: &Path, series: &Series, refresh: bool) -> anyhow::Result<Kernel> {
     let dir = vm_dir.join("kernels").join(series.name);
     std::fs::create_dir_all(&dir).with_context(|| format!("failed to create {}", dir.display()))?;
@@ -74,7 +74,8 @@ pub fn prepare(vm_dir: &Path, series: &Series, refresh: bool) -> anyhow::Result<
     // same directory. The lock is released when the file is closed.
     let lock_path = dir.join("lock");
     let lock = File::create(&lock_path).with_context(|| format!("failed to create {}", lock_path.display()))?;
-    lock.lock().with_context(|| format!("failed to lock {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("failed to lock {}", lock_path.display()))?;
 
     let record = dir.join("kernel.json");
     // A missing or unreadable record only means the kernel is fetched again.
@@ -85,8 +86,15 @@ pub fn prepare(vm_dir: &Path, series: &Series, refresh: bool) -> anyhow::Result<
         return Ok(kernel);
     }
 
-    eprintln!("Resolving the {} cloud kernel from Debian {}", series.name, series.suite);
-    let apt = Apt::new(&vm_dir.join("apt").join(series.suite), &apt::host_debian_mirror()?, series.suite)?;
+    eprintln!(
+        "Resolving the {} cloud kernel from Debian {}",
+        series.name, series.suite
+    );
+    let apt = Apt::new(
+        &vm_dir.join("apt").join(series.suite),
+        &apt::host_debian_mirror()?,
+        series.suite,
+    )?;
     apt.update()?;
     let package = apt.resolve_cloud_kernel()?;
     if let Some(kernel) = cached
@@ -98,12 +106,18 @@ pub fn prepare(vm_dir: &Path, series: &Series, refresh: bool) -> anyhow::Result<
     }
 
     let deb = apt.download(&package, &vm_dir.join("debs").join(series.suite))?;
+    unpack(&deb, &dir, package)
+}
+
+/// Unpacks the kernel package `deb` into `dir/root/NAME_VERSION/`, records
+/// it in `dir/kernel.json` and deletes the trees of older packages.
+fn unpack(deb: &Path, dir: &Path, package: Package) -> anyhow::Result<Kernel> {
     let root = dir.join("root");
     let unpacked = root.join(format!("{}_{}", package.name, package.version));
     let partial = root.join("partial");
     remove_dir_if_exists(&partial)?;
     std::fs::create_dir_all(&partial).with_context(|| format!("failed to create {}", partial.display()))?;
-    cmd::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial))?;
+    cmd::run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&partial))?;
     remove_dir_if_exists(&unpacked)?;
     rename(&partial, &unpacked)?;
 
@@ -111,9 +125,8 @@ pub fn prepare(vm_dir: &Path, series: &Series, refresh: bool) -> anyhow::Result<
     let json = serde_json::to_vec_pretty(&kernel).context("failed to encode kernel.json")?;
     let temporary = dir.join("kernel.json.tmp");
     std::fs::write(&temporary, json).with_context(|| format!("failed to write {}", temporary.display()))?;
-    rename(&temporary, &record)?;
+    rename(&temporary, &dir.join("kernel.json"))?;
 
-    // Drop the trees of older packages of this series.
     for entry in std::fs::read_dir(&root).with_context(|| format!("failed to read {}", root.display()))? {
         let path = entry?.path();
         if path != unpacked {
@@ -161,11 +174,14 @@ impl Kernel {
         let mut ordered = Vec::new();
         let mut visited = HashSet::new();
         for name in names {
-            self.add_module(name, &index, cache_dir, &mut visited, &mut ordered, 0)?;
+            self.add_module(name, &index, cache_dir, &mut visited, &mut ordered)?;
         }
         Ok(ordered)
     }
 
+    /// Appends module `name` to `ordered` after its dependencies. A module
+    /// is marked visited before its dependencies are, so a dependency cycle
+    /// (which the kernel rejects anyway) ends the recursion.
     fn add_module(
         &self,
         name: &str,
@@ -173,22 +189,20 @@ impl Kernel {
         cache_dir: &Path,
         visited: &mut HashSet<String>,
         ordered: &mut Vec<Module>,
-        depth: usize,
     ) -> anyhow::Result<()> {
         let key = normalize_module_name(name);
         if !visited.insert(key.clone()) {
             return Ok(());
         }
-        if depth > 32 {
-            bail!("module dependencies nest deeper than 32 at {name}; is there a cycle?");
-        }
         let packaged = index
             .get(&key)
             .with_context(|| format!("kernel {} has no module {name}; is it built in?", self.release))?;
         let file = self.decompressed(packaged, cache_dir)?;
-        let depends = cmd::output(Command::new("modinfo").args(["-F", "depends"]).arg(&file))?;
+        let depends = cmd::output(Command::new("modinfo").args(["-F", "depends"]).arg(&file)).context(
+            "failed to read a module's dependencies; modinfo comes with kmod, which cargo xtask setup installs",
+        )?;
         for dependency in depends.trim().split(',').filter(|dependency| !dependency.is_empty()) {
-            self.add_module(dependency, index, cache_dir, visited, ordered, depth + 1)?;
+            self.add_module(dependency, index, cache_dir, visited, ordered)?;
         }
         ordered.push(Module {
             relative_path: strip_compression(packaged).0.to_owned(),
@@ -209,7 +223,9 @@ impl Kernel {
                     pending.push(path);
                     continue;
                 }
-                let Ok(relative) = path.strip_prefix(&self.modules_dir) else { continue };
+                let Ok(relative) = path.strip_prefix(&self.modules_dir) else {
+                    continue;
+                };
                 let Some(relative) = relative.to_str() else { continue };
                 let (uncompressed, _) = strip_compression(relative);
                 if let Some(stem) = uncompressed.strip_suffix(".ko") {
@@ -236,11 +252,15 @@ impl Kernel {
         let parent = target.parent().context("module path has no parent")?;
         std::fs::create_dir_all(parent).with_context(|| format!("failed to create {}", parent.display()))?;
         let partial = target.with_extension(format!("ko.{}.partial", std::process::id()));
-        let file = std::fs::File::create(&partial).with_context(|| format!("failed to create {}", partial.display()))?;
+        let file = File::create(&partial).with_context(|| format!("failed to create {}", partial.display()))?;
         let mut command = Command::new(decompressor);
         command.arg("-dc").arg(&source).stdout(file);
-        cmd::run(&mut command)
-            .with_context(|| format!("failed to decompress {}; install {decompressor} with cargo xtask setup", source.display()))?;
+        cmd::run(&mut command).with_context(|| {
+            format!(
+                "failed to decompress {}; install {decompressor} with cargo xtask setup",
+                source.display()
+            )
+        })?;
         rename(&partial, &target)?;
         Ok(target)
     }
@@ -282,7 +302,10 @@ mod tests {
 
     #[test]
     fn compression_suffixes() {
-        assert_eq!(strip_compression("kernel/drivers/net/veth.ko.xz"), ("kernel/drivers/net/veth.ko", Some("xz")));
+        assert_eq!(
+            strip_compression("kernel/drivers/net/veth.ko.xz"),
+            ("kernel/drivers/net/veth.ko", Some("xz"))
+        );
         assert_eq!(strip_compression("a.ko.zst"), ("a.ko", Some("zstd")));
         assert_eq!(strip_compression("a.ko"), ("a.ko", None));
     }

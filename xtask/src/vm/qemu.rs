@@ -1,15 +1,16 @@
 //! Boots a kernel and initramfs under QEMU and hands the guest's serial
 //! console to the caller line by line, with a timeout.
 //!
-//! QEMU always runs with TCG (software emulation): KVM is either missing or,
-//! nested inside another VM, hangs the guest. QEMU exits with 0 whether the
+//! QEMU always runs with TCG (software emulation): on the development
+//! machines KVM is either missing or, nested inside another VM, hangs the
+//! guest. QEMU exits with 0 whether the
 //! guest powered off, rebooted or panicked, so callers judge the run by the
 //! marker lines the guest printed, never by QEMU's exit status.
 
 use std::fs::File;
 use std::io::{BufRead as _, BufReader, BufWriter, Read, Write as _};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,7 @@ pub enum Line {
 pub struct Boot<'a> {
     pub vmlinuz: &'a Path,
     pub initrd: &'a Path,
-    /// Where the whole serial output is written, QEMU's messages included.
+    /// File for the whole serial output, QEMU's messages included.
     pub log: &'a Path,
     pub timeout: Duration,
 }
@@ -62,17 +63,19 @@ pub fn boot(boot: &Boot, mut on_line: impl FnMut(&Line)) -> anyhow::Result<Finis
     // Written under a name of this process and renamed at the end, so that
     // two runs that share the target directory do not mix their logs.
     let partial_log = boot.log.with_extension(format!("log.{}.partial", std::process::id()));
-    let mut log =
-        BufWriter::new(File::create(&partial_log).with_context(|| format!("failed to create {}", partial_log.display()))?);
+    let mut log = BufWriter::new(
+        File::create(&partial_log).with_context(|| format!("failed to create {}", partial_log.display()))?,
+    );
     writeln!(log, "+ {description}")?;
 
     let start = Instant::now();
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("failed to start {description}; install qemu-system-x86 with cargo xtask setup"))?;
+    let mut child =
+        KillOnDrop(command.spawn().with_context(|| {
+            format!("failed to start {description}; install qemu-system-x86 with cargo xtask setup")
+        })?);
     let (sender, receiver) = mpsc::channel();
-    let stdout = child.stdout.take().context("QEMU has no stdout pipe")?;
-    let stderr = child.stderr.take().context("QEMU has no stderr pipe")?;
+    let stdout = child.0.stdout.take().context("QEMU has no stdout pipe")?;
+    let stderr = child.0.stderr.take().context("QEMU has no stderr pipe")?;
     let guest_sender = sender.clone();
     std::thread::spawn(move || forward_lines(stdout, &guest_sender, Line::Guest));
     std::thread::spawn(move || forward_lines(stderr, &sender, Line::Qemu));
@@ -94,28 +97,45 @@ pub fn boot(boot: &Boot, mut on_line: impl FnMut(&Line)) -> anyhow::Result<Finis
                 writeln!(log, "timed out after {} s; killing QEMU", boot.timeout.as_secs())?;
                 // Killing is only needed when the guest still runs, and an
                 // error here means QEMU already exited.
-                let _ = child.kill();
+                let _ = child.0.kill();
                 // The loop goes on until the pipes close, to pass on the
                 // last partial line, such as the `test NAME ... ` of a hung
                 // test.
                 deadline += Duration::from_secs(5);
             }
-            // The pipes stayed open after the kill (a child of QEMU holds
-            // them), so give up on the rest.
+            // The pipes stayed open after the kill because a child of QEMU
+            // still has them, so give up on the rest.
             Err(mpsc::RecvTimeoutError::Timeout) => break,
             // Both pipes closed, so QEMU has exited.
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    let status = child.wait().with_context(|| format!("failed to wait for {description}"))?;
+    let status = child
+        .0
+        .wait()
+        .with_context(|| format!("failed to wait for {description}"))?;
     writeln!(log, "QEMU exited: {status}")?;
-    log.flush().with_context(|| format!("failed to write {}", partial_log.display()))?;
+    log.flush()
+        .with_context(|| format!("failed to write {}", partial_log.display()))?;
     std::fs::rename(&partial_log, boot.log)
         .with_context(|| format!("failed to rename {} to {}", partial_log.display(), boot.log.display()))?;
     Ok(Finished {
         timed_out,
         elapsed: start.elapsed(),
     })
+}
+
+/// QEMU's process, killed when this value is dropped, so that no guest
+/// outlives a `boot` that returned early with an error.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // After a normal return QEMU has exited and been waited for, and
+        // both calls do nothing.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Sends each line read from `stream` until it closes, with bytes that are
@@ -142,8 +162,8 @@ fn forward_lines(stream: impl Read, sender: &mpsc::Sender<Line>, wrap: fn(String
 fn strip_terminal_controls(line: &str) -> String {
     let mut text = String::with_capacity(line.len());
     let mut chars = line.chars().peekable();
-    while let Some(char) = chars.next() {
-        match char {
+    while let Some(character) = chars.next() {
+        match character {
             '\u{1b}' => {
                 // A CSI sequence (ESC [ parameters final-byte) or a
                 // two-character sequence such as ESC c.
@@ -154,7 +174,7 @@ fn strip_terminal_controls(line: &str) -> String {
                 }
             }
             '\r' | '\n' => {}
-            _ => text.push(char),
+            _ => text.push(character),
         }
     }
     text
@@ -166,7 +186,10 @@ mod tests {
 
     #[test]
     fn seabios_screen_reset_is_removed() {
-        assert_eq!(strip_terminal_controls("\u{1b}c\u{1b}[?7l\u{1b}[2J\u{1b}[0mSeaBIOS (version 1.16)\r\n"), "SeaBIOS (version 1.16)");
+        assert_eq!(
+            strip_terminal_controls("\u{1b}c\u{1b}[?7l\u{1b}[2J\u{1b}[0mSeaBIOS (version 1.16)\r\n"),
+            "SeaBIOS (version 1.16)"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 /// The prefix of every line that `/init` and the job print for the host.
-const MARKER: &str = "vethtrace-vm-";
+pub const MARKER: &str = "vethtrace-vm-";
 /// The line the tests print to name the tracing mode they ran with.
 const MODE: &str = "vethtrace-mode: ";
 /// Failed tests keep at most this many of their output lines for the
@@ -37,7 +37,7 @@ impl Outcome {
     }
 }
 
-/// What a line means to the caller.
+/// The meaning of a console line to the caller.
 pub enum Event {
     /// A marker or other line of no interest to the terminal.
     None,
@@ -142,7 +142,9 @@ impl Report {
     }
 
     fn read_marker(&mut self, marker: &str, elapsed: Duration) {
-        let Some((key, value)) = marker.split_once(": ") else { return };
+        let Some((key, value)) = marker.split_once(": ") else {
+            return;
+        };
         let value = value.trim();
         match key {
             "kernel" => {
@@ -164,7 +166,9 @@ impl Report {
     fn read_summary(&mut self, summary: &str) {
         for part in summary.split(';') {
             let mut words = part.split_whitespace().rev();
-            let (Some(label), Some(count)) = (words.next(), words.next()) else { continue };
+            let (Some(label), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
             let Ok(count) = count.parse::<usize>() else { continue };
             match label {
                 "passed" => self.passed += count,
@@ -175,13 +179,13 @@ impl Report {
         }
     }
 
-    /// The test that started but printed no result, such as one still
-    /// running when the guest timed out.
+    /// Returns the test that started but printed no result, such as one
+    /// still running when the guest timed out.
     pub fn running_test(&self) -> Option<&str> {
         self.running.as_ref().map(|(name, _)| name.as_str())
     }
 
-    /// A short description of the kernel modules, such as
+    /// Describes the kernel modules in a few words, such as
     /// `modules veth llc stp bridge loaded`.
     pub fn modules_summary(&self) -> String {
         let names = |loaded: bool| -> Vec<&str> {
@@ -208,7 +212,9 @@ mod tests {
     use super::*;
 
     fn read_all(report: &mut Report, text: &str) -> Vec<Event> {
-        text.lines().map(|line| report.read_line(line, Duration::ZERO)).collect()
+        text.lines()
+            .map(|line| report.read_line(line, Duration::ZERO))
+            .collect()
     }
 
     fn tests(events: &[Event]) -> Vec<(String, Outcome, usize)> {
@@ -249,7 +255,10 @@ mod tests {
         );
         assert_eq!(
             tests(&events),
-            [("a::one".to_owned(), Outcome::Passed, 0), ("a::two".to_owned(), Outcome::Failed, 2)]
+            [
+                ("a::one".to_owned(), Outcome::Passed, 0),
+                ("a::two".to_owned(), Outcome::Failed, 2)
+            ]
         );
         assert_eq!(report.modes, ["fentry"]);
     }
@@ -263,7 +272,10 @@ mod tests {
              vethtrace-vm-module: bridge failed\nvethtrace-vm-result: pass\nvethtrace-vm-exit: 3\n",
         );
         assert_eq!(report.release.as_deref(), Some("6.1.0-50-cloud-amd64"));
-        assert_eq!(report.modules, [("veth".to_owned(), true), ("bridge".to_owned(), false)]);
+        assert_eq!(
+            report.modules,
+            [("veth".to_owned(), true), ("bridge".to_owned(), false)]
+        );
         assert_eq!(report.result, Some(true));
         assert_eq!(report.exit_code, Some(3));
         assert!(matches!(&events[2], Event::Show(text) if text.contains("bridge")));
