@@ -12,21 +12,24 @@
 //! every `pair-created` and `deleted` line of the burst pairs `vtlbI` and
 //! `vtlbpI` (I below N) it computes latency = arrival − the line's `time`,
 //! which eBPF mode takes from the kernel's boot-time clock. It appends
-//! progress to the status file: `ready` once the `present` line of NAME
-//! arrived (the initial snapshot is then out), `round K` once K rounds of
-//! events (N `pair-created` and 2N `deleted` per round) arrived, and `lost`
-//! on a `lost` line. At end of input it prints one line,
+//! progress to the status file. `ready` means that the `present` line of
+//! NAME arrived, so the initial snapshot is out. `round K` means that K
+//! rounds of lines arrived, each of N `pair-created` and 2N `deleted`.
+//! `lost` follows each `lost` line. At end of input it prints
 //! `vtlb-reader {JSON}`, with the counts, the checks and the latency
-//! percentiles.
+//! percentiles, then `vtlb-latencies-us` and every latency in whole
+//! microseconds.
 //!
 //! `time` runs COMMAND, waits for it and prints
-//! `vtlb-time LABEL SECONDS EXIT-CODE`, timed with CLOCK_MONOTONIC.
+//! `vtlb-time LABEL SECONDS EXIT-CODE CPU-SECONDS`: the wall time from
+//! CLOCK_MONOTONIC and the command's user plus system CPU time.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::process::{Command, ExitCode};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use nix::sys::resource::{UsageWho, getrusage};
 use serde_json::{Value, json};
 
 /// Name prefixes of the burst's two ends: `vtlbI` and `vtlbpI`.
@@ -60,8 +63,13 @@ fn time(label: &str, program: &str, args: &[String]) -> Result<ExitCode, String>
         .status()
         .map_err(|error| format!("failed to start {program}: {error}"))?;
     let seconds = start.elapsed().as_secs_f64();
+    // This process waits for no other child, so RUSAGE_CHILDREN is the
+    // command's own usage, including its kernel work.
+    let usage = getrusage(UsageWho::RUSAGE_CHILDREN).map_err(|error| format!("getrusage failed: {error}"))?;
+    let cpu = usage.user_time() + usage.system_time();
+    let cpu_seconds = cpu.tv_sec() as f64 + cpu.tv_usec() as f64 / 1e6;
     let code = status.code().unwrap_or(-1);
-    println!("vtlb-time {label} {seconds:.6} {code}");
+    println!("vtlb-time {label} {seconds:.6} {code} {cpu_seconds:.6}");
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
@@ -107,7 +115,7 @@ struct PairState {
     alive_b: bool,
 }
 
-/// What `read` counts and checks.
+/// The counts and checks of `read`.
 struct Tally {
     options: ReadOptions,
     status: File,
@@ -188,6 +196,10 @@ fn read(options: ReadOptions) -> Result<ExitCode, String> {
         tally.malformed += 1;
     }
     println!("vtlb-reader {}", tally.summary());
+    // Every latency, so that the xtask can take percentiles over several
+    // runs.
+    let latencies: Vec<String> = tally.latencies_ns.iter().map(|ns| (ns / 1000).to_string()).collect();
+    println!("vtlb-latencies-us {}", latencies.join(" "));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -212,11 +224,9 @@ impl Tally {
                 self.lost_count += line["count"].as_u64().unwrap_or(0);
                 self.mark("lost");
             }
-            "present" if name == self.options.ready_name => {
-                if !self.ready {
-                    self.ready = true;
-                    self.mark("ready");
-                }
+            "present" if name == self.options.ready_name && !self.ready => {
+                self.ready = true;
+                self.mark("ready");
             }
             "pair-created" | "deleted" if self.burst_line(&line, kind, name) => {
                 self.burst_lines += 1;

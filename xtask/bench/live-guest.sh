@@ -76,6 +76,15 @@ context_switches() {
     ls /proc/"$1"/task | wc -l
 }
 
+# bpf_run_time: nanoseconds spent in all loaded BPF programs and their
+# number of runs, summed, as the kernel counts them while
+# kernel.bpf_stats_enabled is 1. The guest loads no programs but vethtrace's.
+bpf_run_time() {
+    bpftool prog show | awk '
+        { for (i = 1; i < NF; i++) { if ($i == "run_time_ns") ns += $(i + 1); if ($i == "run_cnt") runs += $(i + 1) } }
+        END { print ns + 0, runs + 0 }'
+}
+
 # cpu_ticks PID: user plus system CPU time of PID in clock ticks (USER_HZ).
 cpu_ticks() {
     awk '{ print $14 + $15 }' /proc/"$1"/stat
@@ -107,6 +116,9 @@ traced_burst() {
         echo "vtlb-ring-size ${ring_size:-unknown}"
         watch_ticks=$(cpu_ticks "$watch_pid")
         reader_ticks=$(cpu_ticks "$reader_pid")
+        # Costs two clock reads per program run, and tells how much of the
+        # burst the programs themselves took.
+        echo 1 >/proc/sys/kernel/bpf_stats_enabled
         burst "$label" || result=1
         if [ "$result" = 0 ]; then
             wait_status "round 1" "$drain_limit"
@@ -118,6 +130,8 @@ traced_burst() {
             esac
         fi
         echo "vtlb-cpu $(($(cpu_ticks "$watch_pid") - watch_ticks)) $(($(cpu_ticks "$reader_pid") - reader_ticks))"
+        echo "vtlb-bpf-run-time $(bpf_run_time)"
+        echo 0 >/proc/sys/kernel/bpf_stats_enabled
 
         if [ "$result" = 0 ] && [ "$idle_seconds" -gt 0 ]; then
             # Nothing changes and nothing else runs but this shell's

@@ -1,8 +1,9 @@
 //! rtnetlink requests made inside a chosen netns.
 //!
 //! A netlink socket stays bound to the netns it was created in, so
-//! [`open_sockets`] creates one socket per netns on a dedicated thread that
-//! enters each netns with setns(2) and returns to its own netns at the end.
+//! [`open_sockets`] creates one socket per netns on dedicated threads. Each
+//! enters its share of the namespaces with setns(2) and returns to its own
+//! netns at the end.
 //! The sockets can then be used from any thread. Requests are synchronous:
 //! a snapshot sends a few small requests per netns, and a blocking
 //! send/recv pair is the fastest way to do that.

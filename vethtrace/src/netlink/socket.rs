@@ -110,8 +110,9 @@ impl RouteSocket {
     }
 
     /// Sends `message` as a dump request and calls `visit` with the type
-    /// and payload of each reply message, undecoded. For dumps where
-    /// decoding every attribute costs more than the request itself.
+    /// and payload of each reply message, undecoded, so the caller can
+    /// decode only what it needs. Decoding every attribute of a large dump
+    /// costs more than the request itself.
     pub fn dump_raw(
         &mut self,
         request: &'static str,
@@ -226,27 +227,51 @@ impl AsFd for RouteSocket {
     }
 }
 
+/// Maximum number of threads that open sockets.
+/// NOTE: an estimate, like the discovery walker's limit. It could only be
+/// tried on 2 cores.
+const MAX_OPENERS: usize = 4;
+
+/// Minimum number of namespaces per opening thread, below which a thread's
+/// start costs about as much as it saves.
+const NAMESPACES_PER_OPENER: usize = 64;
+
 /// Creates one [`RouteSocket`] inside each netns in `namespaces` (an nsfs file
-/// and its inode for messages), on a dedicated thread so that the caller's
+/// and its inode for messages), on dedicated threads so that the caller's
 /// threads never change netns. Results keep the order of `namespaces`.
 pub fn open_sockets(
     namespaces: &[(BorrowedFd<'_>, u64)],
 ) -> Result<Vec<Result<RouteSocket, NetlinkError>>, NetlinkError> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = cores.min(MAX_OPENERS).min(namespaces.len() / NAMESPACES_PER_OPENER).max(1);
+    // Each socket costs about the same, so equal contiguous parts balance.
+    let part = namespaces.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let own = std::fs::File::open("/proc/thread-self/ns/net").map_err(NetlinkError::OwnNetns)?;
-                let mut sockets = Vec::with_capacity(namespaces.len());
-                for (file, inode) in namespaces {
-                    let socket = nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
-                        .map_err(|source| NetlinkError::Setns { inode: *inode, source })
-                        .and_then(|()| RouteSocket::new());
-                    sockets.push(socket);
-                }
-                nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWNET).map_err(NetlinkError::SetnsBack)?;
-                Ok(sockets)
-            })
-            .join()
-            .map_err(|_| NetlinkError::ThreadPanicked)?
+        let openers: Vec<_> = namespaces
+            .chunks(part)
+            .map(|namespaces| scope.spawn(|| open_in_each(namespaces)))
+            .collect();
+        let mut sockets = Vec::with_capacity(namespaces.len());
+        for opener in openers {
+            sockets.extend(opener.join().map_err(|_| NetlinkError::ThreadPanicked)??);
+        }
+        Ok(sockets)
     })
+}
+
+/// Enters each netns in turn on the calling thread, creates a socket there,
+/// and returns to the thread's own netns.
+fn open_in_each(
+    namespaces: &[(BorrowedFd<'_>, u64)],
+) -> Result<Vec<Result<RouteSocket, NetlinkError>>, NetlinkError> {
+    let own = std::fs::File::open("/proc/thread-self/ns/net").map_err(NetlinkError::OwnNetns)?;
+    let mut sockets = Vec::with_capacity(namespaces.len());
+    for (file, inode) in namespaces {
+        let socket = nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|source| NetlinkError::Setns { inode: *inode, source })
+            .and_then(|()| RouteSocket::new());
+        sockets.push(socket);
+    }
+    nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWNET).map_err(NetlinkError::SetnsBack)?;
+    Ok(sockets)
 }

@@ -9,6 +9,8 @@ pub mod pairing;
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use crate::netlink::{self, Link, NetlinkError, RouteSocket};
 use crate::netns::{self, DiscoverError, DiscoverOptions, Discovery, HoldKind, Netns};
@@ -47,6 +49,7 @@ struct Reading {
 /// Takes a snapshot of every netns on the host.
 pub fn take(options: &SnapshotOptions) -> Result<Snapshot, SnapshotError> {
     raise_open_file_limit();
+    reserve_fd_table();
     let started = std::time::Instant::now();
     let discovery = netns::discover(&options.discover)?;
     log::info!(
@@ -87,21 +90,22 @@ pub fn take(options: &SnapshotOptions) -> Result<Snapshot, SnapshotError> {
         })
         .collect();
 
-    for reading in &mut readings {
-        let Some(socket) = reading.socket.as_mut() else { continue };
+    // Two passes, so that every link dump ends before the first nsid dump.
+    for_each_reading(&mut readings, |reading| {
+        let Some(socket) = reading.socket.as_mut() else { return };
         reading.cookie = socket.netns_cookie();
         match netlink::dump_links(socket) {
             Ok(links) => reading.links = links,
             Err(error) => reading.error = Some(error.to_string()),
         }
-    }
-    for reading in &mut readings {
-        let Some(socket) = reading.socket.as_mut() else { continue };
+    });
+    for_each_reading(&mut readings, |reading| {
+        let Some(socket) = reading.socket.as_mut() else { return };
         match netlink::dump_nsids(socket) {
             Ok(nsids) => reading.nsids = nsids,
             Err(error) => log::debug!("netns {}: {error}", reading.netns.id.inode),
         }
-    }
+    });
 
     log::info!("read links and nsid tables of every netns after {:.1?}", started.elapsed());
     for reading in &readings {
@@ -137,8 +141,14 @@ pub fn take(options: &SnapshotOptions) -> Result<Snapshot, SnapshotError> {
         links: Vec::new(),
         skipped,
     };
+    // The nsids each netns learned from pairing, grouped once here because
+    // a scan of every answer per netns would cost O(namespaces × answers).
+    let mut learned_nsids: Vec<Vec<i32>> = vec![Vec::new(); readings.len()];
+    for &(observer, nsid) in answers.keys() {
+        learned_nsids[observer].push(nsid);
+    }
     for (index, reading) in readings.iter().enumerate() {
-        snapshot.netns.push(netns_entry(index, reading, own, &answers, &readings));
+        snapshot.netns.push(netns_entry(index, reading, own, &answers, &learned_nsids[index], &readings));
     }
     for (netns_index, links) in all_links.iter().enumerate() {
         for (link_index, link) in links.iter().enumerate() {
@@ -156,6 +166,49 @@ pub fn take(options: &SnapshotOptions) -> Result<Snapshot, SnapshotError> {
         started.elapsed()
     );
     Ok(snapshot)
+}
+
+/// Maximum number of threads that read namespaces, counting the calling
+/// thread.
+/// NOTE: an estimate, like the discovery walker's limit. It could only be
+/// tried on 2 cores.
+const MAX_READERS: usize = 4;
+
+/// Minimum number of namespaces per reader thread. Starting a thread costs
+/// about as much as reading a few namespaces, so small hosts are read on the
+/// calling thread alone.
+const NAMESPACES_PER_READER: usize = 64;
+
+/// Calls `visit` on every reading, spread over up to [`MAX_READERS`]
+/// threads. Each thread takes the next reading from a shared counter,
+/// because one netns (a host with a veth per container) can take as long
+/// as hundreds of others.
+fn for_each_reading(readings: &mut [Reading], visit: impl Fn(&mut Reading) + Sync) {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = cores.min(MAX_READERS).min(readings.len() / NAMESPACES_PER_READER);
+    if threads <= 1 {
+        readings.iter_mut().for_each(visit);
+        return;
+    }
+    let slots: Vec<Mutex<&mut Reading>> = readings.iter_mut().map(Mutex::new).collect();
+    let next = AtomicUsize::new(0);
+    let work = || {
+        while let Some(slot) = slots.get(next.fetch_add(1, Ordering::Relaxed)) {
+            visit(&mut slot.lock().unwrap_or_else(PoisonError::into_inner));
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            let spawned = std::thread::Builder::new()
+                .name("vethtrace-reader".into())
+                .spawn_scoped(scope, work);
+            if let Err(error) = spawned {
+                // The other threads, the calling one included, do its share.
+                log::debug!("starting a reader thread failed: {error}");
+            }
+        }
+        work();
+    });
 }
 
 /// Answers nsid queries with RTM_GETNSID on the observer's socket and
@@ -198,6 +251,7 @@ fn netns_entry(
     reading: &Reading,
     own: netns::NetnsId,
     answers: &HashMap<(usize, i32), usize>,
+    learned_nsids: &[i32],
     readings: &[Reading],
 ) -> NetnsEntry {
     let netns = &reading.netns;
@@ -224,7 +278,7 @@ fn netns_entry(
         .collect();
     // The dump, plus nsids the kernel assigned after it and pairing learned.
     let mut all_nsids = reading.nsids.clone();
-    all_nsids.extend(answers.keys().filter(|(observer, _)| *observer == index).map(|(_, nsid)| *nsid));
+    all_nsids.extend_from_slice(learned_nsids);
     all_nsids.sort_unstable();
     all_nsids.dedup();
     let nsids = all_nsids
@@ -339,6 +393,36 @@ fn link_entry(
         master,
         link_netnsid: link.link_netnsid,
         peer,
+    }
+}
+
+/// The number of file descriptors [`reserve_fd_table`] makes room for. A
+/// snapshot keeps two per netns (an nsfs file and a socket), so this covers
+/// about 4000 namespaces.
+const RESERVED_FDS: i32 = 8192;
+
+/// Grows the fd table once, to [`RESERVED_FDS`] slots or the soft
+/// RLIMIT_NOFILE if that is lower.
+///
+/// The kernel grows the table by doubling it, and in a process with more
+/// than one thread each growth waits for an RCU grace period
+/// (`expand_fdtable` in fs/file.c). With 1000 namespaces the growths to 256,
+/// 512, 1024 and 2048 slots happen on the discovery and socket threads and
+/// cost about 30 ms of a 0.14 s snapshot (`cargo xtask bench snapshot`).
+/// Before those threads start, the growth waits for nothing.
+fn reserve_fd_table() {
+    use nix::fcntl::{FcntlArg, fcntl};
+    use nix::sys::resource::{Resource, getrlimit};
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft);
+    let highest = i32::try_from(soft.saturating_sub(1)).unwrap_or(i32::MAX).min(RESERVED_FDS - 1);
+    // F_DUPFD returns the lowest free descriptor at or above `highest`, so
+    // the table must grow to hold it.
+    match fcntl(std::io::stderr().as_fd(), FcntlArg::F_DUPFD_CLOEXEC(highest)) {
+        // SAFETY: fcntl returned a new descriptor that nothing else owns.
+        Ok(fd) => drop(unsafe { OwnedFd::from_raw_fd(fd) }),
+        Err(error) => log::debug!("growing the fd table to {} slots failed: {error}", highest + 1),
     }
 }
 

@@ -74,13 +74,16 @@ pub fn pair(links: &[Vec<Link>], oracle: &mut dyn NsidOracle) -> HashMap<(usize,
         links,
         oracle,
         nsids: HashMap::new(),
-        by_ifindex: HashMap::new(),
+        by_ends: HashMap::new(),
     };
     for (netns, netns_links) in links.iter().enumerate() {
         for (index, link) in netns_links.iter().enumerate() {
-            if link.is_veth() {
-                resolver.by_ifindex.entry(link.ifindex).or_default().push((netns, index));
+            if !link.is_veth() {
+                continue;
             }
+            // An end whose peer is gone is no other end's candidate.
+            let Some(peer_ifindex) = link.veth_peer_ifindex() else { continue };
+            resolver.by_ends.entry((link.ifindex, peer_ifindex)).or_default().push((netns, index));
         }
     }
 
@@ -100,8 +103,10 @@ struct Resolver<'a> {
     oracle: &'a mut dyn NsidOracle,
     /// (observer netns, nsid) → netns, learned from oracle answers.
     nsids: HashMap<(usize, i32), usize>,
-    /// ifindex → veth ends with that ifindex, in any netns.
-    by_ifindex: HashMap<u32, Vec<(usize, usize)>>,
+    /// (ifindex, peer ifindex) → veth ends with those, in any netns. Keyed
+    /// by both because every container's eth0 often has the same ifindex,
+    /// and a key of the ifindex alone made each lookup scan all of them.
+    by_ends: HashMap<(u32, u32), Vec<(usize, usize)>>,
 }
 
 impl Resolver<'_> {
@@ -118,8 +123,8 @@ impl Resolver<'_> {
         // whose own peer is this end's ifindex. Try the cached answer first.
         let cached = self.nsids.get(&(netns, nsid)).copied();
         let candidates: Vec<(usize, usize)> = self
-            .by_ifindex
-            .get(&peer_ifindex)
+            .by_ends
+            .get(&(peer_ifindex, link.ifindex))
             .into_iter()
             .flatten()
             .copied()
@@ -127,7 +132,6 @@ impl Resolver<'_> {
                 let other = &self.links[other_netns][other_link];
                 other_netns != netns
                     && other.link_netnsid.is_some()
-                    && other.veth_peer_ifindex() == Some(link.ifindex)
                     && cached.is_none_or(|cached| cached == other_netns)
             })
             .collect();

@@ -337,6 +337,10 @@ struct KernelResult {
     /// each traced burst, its drain included.
     tracer_cpu_seconds: Vec<f64>,
     reader_cpu_seconds: Vec<f64>,
+    /// Seconds spent in the BPF programs over each traced burst, and their
+    /// number of runs, from kernel.bpf_stats_enabled.
+    bpf_seconds: Vec<f64>,
+    bpf_runs: Vec<u64>,
     idle: Vec<Idle>,
     readers: Vec<ReaderSummary>,
     /// Every latency of every traced burst, in microseconds.
@@ -356,6 +360,8 @@ impl KernelResult {
             traced: Vec::new(),
             tracer_cpu_seconds: Vec::new(),
             reader_cpu_seconds: Vec::new(),
+            bpf_seconds: Vec::new(),
+            bpf_runs: Vec::new(),
             idle: Vec::new(),
             readers: Vec::new(),
             latencies_us: Vec::new(),
@@ -378,6 +384,12 @@ impl KernelResult {
                 if let [tracer, reader] = ticks[..] {
                     self.tracer_cpu_seconds.push(tracer / CLOCK_TICKS_PER_SECOND);
                     self.reader_cpu_seconds.push(reader / CLOCK_TICKS_PER_SECOND);
+                }
+            }
+            "vtlb-bpf-run-time" => {
+                if let [Ok(nanoseconds), Ok(runs)] = words.iter().map(|word| word.parse::<u64>()).collect::<Vec<_>>()[..] {
+                    self.bpf_seconds.push(nanoseconds as f64 / 1e9);
+                    self.bpf_runs.push(runs);
                 }
             }
             "vtlb-idle" => {
@@ -645,6 +657,18 @@ fn table(options: &Options, result: &KernelResult) -> String {
             format!("vethtrace {tracer:.1} s, latency reader {reader:.1} s (user + system)"),
         ));
     }
+    if let (Some(seconds), Some(runs)) = (
+        median(result.bpf_seconds.clone()),
+        median(result.bpf_runs.iter().map(|&runs| runs as f64).collect()),
+    ) {
+        rows.push((
+            "time in the BPF programs per traced burst, median".into(),
+            format!(
+                "{seconds:.2} s over {runs:.0} runs ({:.0} µs per run), from kernel.bpf_stats_enabled",
+                seconds * 1e6 / runs.max(1.0)
+            ),
+        ));
+    }
 
     let mut latencies = result.latencies_us.clone();
     latencies.sort_unstable();
@@ -751,6 +775,14 @@ mod tests {
         assert_eq!(result.idle.len(), 1);
         assert_eq!(result.idle[0].voluntary(), 2);
         assert_eq!(result.idle[0].involuntary(), 2);
+    }
+
+    #[test]
+    fn bpf_run_time_line_is_read() {
+        let mut result = KernelResult::new("6.1");
+        result.read_line("vtlb-bpf-run-time 1500000000 10000");
+        assert_eq!(result.bpf_seconds, [1.5]);
+        assert_eq!(result.bpf_runs, [10000]);
     }
 
     #[test]

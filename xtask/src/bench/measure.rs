@@ -28,7 +28,7 @@ pub struct Finished {
     /// From spawning the command to its exit.
     pub wall: Duration,
     /// User plus system CPU time of the command and of the children it
-    /// waited for. Unlike `wall`, it barely grows when other work shares
+    /// waited for. It grows far less than `wall` when other work shares
     /// the CPUs.
     pub cpu: Duration,
     /// `ru_maxrss` of the command as wait4(2) reports it: the largest

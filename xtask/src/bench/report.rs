@@ -129,7 +129,7 @@ pub fn table(results: &[SizeResult]) -> String {
                 _ => "–".into(),
             };
             let speedup = match (shell, tool.median_seconds()) {
-                (Some(shell), Some(median)) if median > 0.0 => format!("{:.1}×", shell / median),
+                (Some(shell), Some(median)) if median > 0.0 => format_speedup(shell / median),
                 _ => "–".into(),
             };
             let cpu = tool.median_cpu_seconds().map_or_else(|| "–".into(), format_seconds);
@@ -168,7 +168,7 @@ pub fn targets(results: &[SizeResult]) -> Option<String> {
         text,
         "- at least {TARGET_SPEEDUP}× faster than the shell loop: {} ({})",
         verdict(speedup.map(|speedup| speedup >= TARGET_SPEEDUP)),
-        speedup.map_or_else(|| "no shell loop time".into(), |speedup| format!("{speedup:.1}×")),
+        speedup.map_or_else(|| "no shell loop time".into(), format_speedup),
     );
     let _ = writeln!(
         text,
@@ -185,6 +185,16 @@ pub fn targets(results: &[SizeResult]) -> Option<String> {
         rss.map_or_else(|| "no run".into(), |mib| format!("{mib:.1} MiB")),
     );
     Some(text)
+}
+
+/// Formats a speedup with one decimal, or two below 1 so a slower tool
+/// does not show as 0.0×.
+fn format_speedup(speedup: f64) -> String {
+    if speedup < 1.0 {
+        format!("{speedup:.2}×")
+    } else {
+        format!("{speedup:.1}×")
+    }
 }
 
 /// Formats seconds to the millisecond below 1 s, coarser above.

@@ -40,6 +40,8 @@ pub struct Plan {
     pub shell_runs: usize,
     pub all_pairs_runs: usize,
     pub skip_baselines: bool,
+    /// Whether tools run under SCHED_FIFO (see `--fifo`).
+    pub fifo: bool,
     pub timeout: Duration,
 }
 
@@ -65,17 +67,17 @@ pub fn run(plan: &Plan) -> anyhow::Result<SizeResult> {
 
     let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench");
     let mut tools = Vec::new();
-    let mut vethtrace = Command::new(&plan.vethtrace);
+    let mut vethtrace = tool_command(plan, &plan.vethtrace);
     vethtrace.args(["snapshot", "--json"]);
     // One untimed run first, so the binary and /proc are in the cache as
     // they are for the baselines' thousands of process starts.
     tools.push(measure_tool(plan, &topology.wiring, Tool::Vethtrace, &mut vethtrace, 1 + plan.runs, 1)?);
     if !plan.skip_baselines {
-        let mut shell = Command::new("/bin/bash");
+        let mut shell = tool_command(plan, Path::new("/bin/bash"));
         shell.arg(scripts.join("docker-veth-loop.sh")).arg(&pids_file);
         tools.push(measure_tool(plan, &topology.wiring, Tool::ShellLoop, &mut shell, plan.shell_runs, 0)?);
 
-        let mut all_pairs = Command::new("/usr/bin/python3");
+        let mut all_pairs = tool_command(plan, Path::new("/usr/bin/python3"));
         all_pairs.arg(scripts.join("all-pairs-nsid.py")).arg(&pids_file);
         tools.push(measure_tool(plan, &topology.wiring, Tool::AllPairs, &mut all_pairs, plan.all_pairs_runs, 0)?);
     }
@@ -86,6 +88,18 @@ pub fn run(plan: &Plan) -> anyhow::Result<SizeResult> {
         setup_seconds,
         tools,
     })
+}
+
+/// Returns a command that runs `program`, under `chrt --fifo 1` when
+/// `plan.fifo` is set. chrt execs the program, so the measured process is
+/// the program itself, started a fraction of a millisecond later.
+fn tool_command(plan: &Plan, program: &Path) -> Command {
+    if !plan.fifo {
+        return Command::new(program);
+    }
+    let mut command = Command::new("chrt");
+    command.args(["--fifo", "1"]).arg(program);
+    command
 }
 
 /// The holder processes and the wiring between their namespaces and the
