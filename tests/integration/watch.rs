@@ -28,10 +28,13 @@ fn watch_recipe(setup: &str, steps: &str, final_pattern: &str, final_lines: usiz
         }}
         ip link add vtseed type veth peer name vtseedp
         {setup}
+        progs() {{ if command -v bpftool >/dev/null; then bpftool prog show | grep -c '^[0-9]' || true; else echo none; fi; }}
+        progs >"$WORK/progs.before"
         : >"$WORK/watch.out"
         "$VETHTRACE" watch --json >"$WORK/watch.out" 2>"$WORK/watch.err" &
         watcher=$!
         wait_lines '"event":"present"' 2
+        progs >"$WORK/progs.during"
         {steps}
         wait_lines '{final_pattern}' {final_lines}
         kill -TERM $watcher
@@ -39,6 +42,7 @@ fn watch_recipe(setup: &str, steps: &str, final_pattern: &str, final_lines: usiz
         wait $watcher
         echo $? >"$WORK/watch.rc"
         set -e
+        progs >"$WORK/progs.after"
         snapshot
         "#
     ))
@@ -138,10 +142,24 @@ fn assert_final_state_matches_snapshot(output: &SandboxOutput, events: &[Value])
     assert_eq!(replay(events), expected, "the replayed stream differs from a fresh snapshot");
 }
 
-fn assert_stopped_cleanly(output: &SandboxOutput) {
+/// Checks that SIGTERM ended `watch` with 0 and that it left no eBPF
+/// program loaded, counting programs with `bpftool prog show`.
+fn assert_stopped_cleanly(output: &SandboxOutput, mode: &str) {
     let status = std::fs::read_to_string(output.work_path("watch.rc")).expect("watch.rc");
     let stderr = std::fs::read_to_string(output.work_path("watch.err")).unwrap_or_default();
     assert_eq!(status.trim(), "0", "watch exits 0 on SIGTERM; stderr: {stderr}");
+
+    let read = |name: &str| std::fs::read_to_string(output.work_path(name)).expect(name).trim().to_string();
+    let (before, during, after) = (read("progs.before"), read("progs.during"), read("progs.after"));
+    if before == "none" {
+        eprintln!("skip the bpftool check: bpftool is not installed");
+        return;
+    }
+    let count = |text: &str| text.parse::<u32>().expect("a program count");
+    assert_eq!(count(&after), count(&before), "programs left loaded after SIGTERM");
+    if mode == "ebpf" {
+        assert!(count(&during) > count(&before), "watch loaded its programs: {before} -> {during}");
+    }
 }
 
 /// Checks the actor of a change made by `ip`: present in eBPF mode, null in
@@ -203,7 +221,7 @@ fn create_move_rename_delete() {
     assert_eq!(deleted, ["vth1", "vtnet1"]);
 
     assert_final_state_matches_snapshot(&output, &events);
-    assert_stopped_cleanly(&output);
+    assert_stopped_cleanly(&output, &mode);
 }
 
 #[test]
@@ -252,7 +270,7 @@ fn peer_moved_twice_live() {
     assert_eq!(changes[1]["ifindex"], 3, "m1 takes index 3 in b");
     assert_eq!(changes[1]["peer"]["name"], "vth1");
     assert_final_state_matches_snapshot(&output, &events);
-    assert_stopped_cleanly(&output);
+    assert_stopped_cleanly(&output, &mode(&events));
 }
 
 #[test]
@@ -353,4 +371,46 @@ fn move_out_of_netns_without_nsid() {
     assert_eq!(changes[0]["peer"]["name"], "vtab");
     assert_ne!(changes[0]["from"]["netns"], changes[0]["netns"]);
     assert_final_state_matches_snapshot(&output, &events);
+}
+
+#[test]
+fn cni_bridge_add_then_del() {
+    if skip_unless_root("cni_bridge_add_then_del") {
+        return;
+    }
+    if !std::path::Path::new("/usr/lib/cni/bridge").exists() {
+        eprintln!("skip cni_bridge_add_then_del: /usr/lib/cni/bridge (containernetworking-plugins) is not installed");
+        return;
+    }
+    let output = watch_recipe(
+        r#"
+        ip netns add vtcni
+        mkdir -p "$WORK/ipam"
+        printf '{"cniVersion":"0.4.0","name":"vtcninet","type":"bridge","bridge":"vtcnibr0","isGateway":false,"ipMasq":false,"ipam":{"type":"host-local","subnet":"10.213.9.0/24","dataDir":"%s/ipam"}}' "$WORK" >"$WORK/conf.json"
+        cni() { CNI_COMMAND=$1 CNI_CONTAINERID=vtcni1 CNI_NETNS=/run/netns/vtcni CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni /usr/lib/cni/bridge <"$WORK/conf.json" >"$WORK/cni.$1.out"; }
+        "#,
+        r#"
+        cni ADD
+        wait_lines '"event":"pair-created"' 1
+        cni DEL
+        "#,
+        r#""event":"deleted""#,
+        2,
+    );
+    let events = events(&output);
+    let mode = mode(&events);
+    let changes = changes(&events);
+    let kinds = kinds(&changes);
+    assert_eq!(kinds.first(), Some(&"pair-created"), "{changes:#?}");
+    assert_eq!(kinds.iter().filter(|kind| **kind == "deleted").count(), 2, "{changes:#?}");
+    if mode == "ebpf" {
+        // The plugin creates both ends in the container, then moves one out.
+        assert!(kinds.contains(&"moved"), "{changes:#?}");
+    }
+    let created = changes[0];
+    let names = [created["name"].as_str().unwrap(), created["peer"]["name"].as_str().unwrap()];
+    assert!(names.contains(&"eth0"), "the container end is eth0: {created}");
+    assert!(names.iter().any(|name| name.starts_with("veth")), "the host end is vethXXXXXXXX: {created}");
+    assert_final_state_matches_snapshot(&output, &events);
+    assert_stopped_cleanly(&output, &mode);
 }
