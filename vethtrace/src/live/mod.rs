@@ -50,12 +50,39 @@ pub trait Sink {
 #[derive(Default)]
 pub struct Labels {
     names: std::collections::HashMap<u64, String>,
+    /// Inodes a snapshot was already taken for without finding them (the
+    /// netns was gone), so they do not cause another.
+    missing: std::collections::HashSet<u64>,
 }
 
 impl Labels {
     fn update(&mut self, snapshot: &Snapshot) {
         for netns in &snapshot.netns {
             self.names.insert(netns.inode, netns.label());
+        }
+    }
+
+    /// Takes a snapshot for labels when `events` name a netns without one,
+    /// so a new container's netns shows its name. A failed snapshot only
+    /// leaves the inode unlabelled.
+    fn learn_new_namespaces(&mut self, events: &[WatchEvent]) {
+        let unknown: Vec<u64> = events
+            .iter()
+            .flat_map(|event| [event.netns, event.peer.as_ref().and_then(|peer| peer.netns)])
+            .flatten()
+            .filter(|inode| !self.names.contains_key(inode) && !self.missing.contains(inode))
+            .collect();
+        if unknown.is_empty() {
+            return;
+        }
+        match take_snapshot() {
+            Ok(snapshot) => self.update(&snapshot),
+            Err(error) => log::debug!("snapshot for netns labels failed: {error}"),
+        }
+        for inode in unknown {
+            if !self.names.contains_key(&inode) {
+                self.missing.insert(inode);
+            }
         }
     }
 
@@ -90,12 +117,15 @@ pub async fn watch(options: &WatchOptions, sink: &mut dyn Sink) -> Result<(), Er
                     _ = terminate.recv() => return Ok(()),
                     events = tracer.next_events() => events.map_err(Error::Tracer)?,
                 };
+                let mut batch = Vec::new();
                 for raw in &events {
                     if let Some(observation) = normalizer.normalize(raw) {
-                        for event in map.apply(&observation) {
-                            sink.emit(&event, &labels).map_err(Error::Output)?;
-                        }
+                        batch.extend(map.apply(&observation));
                     }
+                }
+                labels.learn_new_namespaces(&batch);
+                for event in &batch {
+                    sink.emit(event, &labels).map_err(Error::Output)?;
                 }
                 let now_dropped = tracer.dropped();
                 if now_dropped > dropped {
