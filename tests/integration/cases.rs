@@ -375,7 +375,7 @@ fn peer_netns_that_cannot_be_opened() {
         # util-linux's unshare binds the new mount namespace from a helper
         # process, which fails now and then with EINVAL under load; retry.
         bound=no
-        for attempt in 1 2 3 4 5; do
+        for attempt in $(seq 20); do
             if unshare --mount=/run/vtpriv/mnt --propagation private sh -c "mount -t tmpfs vtinner /mnt && touch /mnt/net && mount --bind /proc/$pid/ns/net /mnt/net"; then
                 bound=yes
                 break

@@ -121,8 +121,11 @@ fn docker_container_veth_pair() {
     // sleep is PID 1 of the container and ignores SIGTERM, so -t 0 sends
     // SIGKILL right away.
     daemon.docker(&["stop", "-t", "0", &id]);
-    let after = assert_host_veth_gone(&host_veth);
-    assert!(!after.has_netns_path(&sandbox), "{} is still listed after stop", sandbox.display());
+    assert_host_veth_gone(&host_veth);
+    // dockerd unmounts the netns file after the veth is gone, a moment later.
+    wait_until(REMOVAL_TIMEOUT, &format!("{} to leave the snapshot", sandbox.display()), || {
+        !HostSnapshot::take().has_netns_path(&sandbox)
+    });
 
     let dir = daemon.dir().to_path_buf();
     drop(daemon);
