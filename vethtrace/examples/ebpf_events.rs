@@ -17,6 +17,7 @@ use std::{fmt::Write as _, process::ExitCode, time::Duration};
 
 use tokio::signal::unix::{SignalKind, signal};
 use vethtrace::ebpf::{AttachKind, Tracer, TracerOptions};
+use vethtrace::error::error_chain;
 use vethtrace_common::{DeviceRef, Event, EventKind};
 
 fn main() -> ExitCode {
@@ -172,16 +173,3 @@ fn name(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut current = error.source();
-    while let Some(source) = current {
-        let message = source.to_string();
-        if !text.contains(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-        current = source.source();
-    }
-    text
-}

@@ -54,3 +54,20 @@ impl From<NetnsRefError> for Error {
         Self::NetnsRef(error)
     }
 }
+
+/// Formats `error` and its sources, joined by ": ", leaving out a source
+/// whose message the text already contains (several aya errors repeat
+/// their cause).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut current = error.source();
+    while let Some(source) = current {
+        let message = source.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        current = source.source();
+    }
+    text
+}

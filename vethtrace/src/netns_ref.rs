@@ -89,7 +89,7 @@ impl NetnsRef {
 /// Whether `path` lives on nsfs (NSFS_MAGIC).
 fn is_nsfs(path: &str) -> bool {
     const NSFS_MAGIC: i64 = 0x6e73_6673;
-    nix::sys::statfs::statfs(path).is_ok_and(|stat| stat.filesystem_type().0 as i64 == NSFS_MAGIC)
+    nix::sys::statfs::statfs(path).is_ok_and(|stat| stat.filesystem_type().0 == NSFS_MAGIC)
 }
 
 /// The kind of namespace an nsfs file refers to, from the NS_GET_NSTYPE

@@ -21,6 +21,7 @@ use super::{
     attach::{self, AttachKind, HookStatus, Plan},
     btf::{BtfError, KernelBtf},
 };
+use crate::error::error_chain;
 
 /// The eBPF object, built by `vethtrace/build.rs` through aya-build.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vethtrace"));
@@ -412,21 +413,6 @@ fn errno_text(error: &EbpfError) -> String {
     error.to_string()
 }
 
-/// `error` and its sources, joined by ": ", leaving out a source whose
-/// message the text already holds (several aya errors repeat their cause).
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut current = error.source();
-    while let Some(source) = current {
-        let message = source.to_string();
-        if !text.contains(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-        current = source.source();
-    }
-    text
-}
 
 /// Reads the running kernel's release, as `uname -r` prints it.
 fn kernel_release() -> String {

@@ -17,7 +17,7 @@ use std::io::Write;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::ebpf::{Tracer, TracerOptions};
-use crate::error::Error;
+use crate::error::{Error, error_chain};
 use crate::snapshot::model::Snapshot;
 use crate::snapshot::{self, SnapshotOptions};
 use ebpf_source::EbpfNormalizer;
@@ -258,20 +258,6 @@ fn tracer_failure(error: &crate::ebpf::TracerError) -> String {
     format!("{} (`vethtrace status` shows each hook)", reasons.join("; "))
 }
 
-/// Formats an error with its causes, `outer: inner: innermost`.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
 
 /// Writes events to any `Write`, as JSON lines or aligned text.
 pub struct WriteSink<'a> {
