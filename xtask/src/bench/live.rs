@@ -25,6 +25,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde::Deserialize;
 
+use super::report::median;
 use crate::cmd;
 
 const GUEST_SCRIPT: &str = include_str!("../../bench/live-guest.sh");
@@ -527,19 +528,6 @@ impl KernelResult {
     }
 }
 
-/// Returns the median of `values`, or `None` when there are none.
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let middle = values.len() / 2;
-    Some(if values.len().is_multiple_of(2) {
-        (values[middle - 1] + values[middle]) / 2.0
-    } else {
-        values[middle]
-    })
-}
 
 /// Returns the nearest-rank percentile of sorted `values`: the smallest
 /// value with at least `fraction` of the values at or below it.

@@ -83,14 +83,7 @@ impl ToolResult {
         if !matches!(self.status, Status::Ok) || self.runs.is_empty() {
             return None;
         }
-        let mut values: Vec<f64> = self.runs.iter().map(value).collect();
-        values.sort_by(f64::total_cmp);
-        let middle = values.len() / 2;
-        Some(if values.len().is_multiple_of(2) {
-            (values[middle - 1] + values[middle]) / 2.0
-        } else {
-            values[middle]
-        })
+        median(self.runs.iter().map(value).collect())
     }
 
     /// Returns the largest peak RSS of any run, in MiB.
@@ -206,4 +199,18 @@ pub fn format_seconds(seconds: f64) -> String {
     } else {
         format!("{seconds:.0} s")
     }
+}
+
+/// Returns the median of `values`, or `None` when there are none.
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    Some(if values.len().is_multiple_of(2) {
+        (values[middle - 1] + values[middle]) / 2.0
+    } else {
+        values[middle]
+    })
 }
