@@ -48,7 +48,7 @@ fn watch_recipe(setup: &str, steps: &str, final_pattern: &str, final_lines: usiz
     ))
 }
 
-/// The events `watch` printed, in order.
+/// Reads the events `watch` printed, in order.
 fn events(output: &SandboxOutput) -> Vec<Value> {
     let text = std::fs::read_to_string(output.work_path("watch.out")).expect("watch.out");
     text.lines()
@@ -56,7 +56,7 @@ fn events(output: &SandboxOutput) -> Vec<Value> {
         .collect()
 }
 
-/// The mode from the first notice: "ebpf" or "netlink".
+/// Returns the mode from the first notice: "ebpf" or "netlink".
 fn mode(events: &[Value]) -> String {
     let notice = events.iter().find(|event| event["event"] == "notice").expect("a notice line");
     notice["mode"].as_str().expect("notice mode").to_string()
@@ -201,7 +201,8 @@ fn create_move_rename_delete() {
 
     let created = changes[0];
     let names = [created["name"].as_str().unwrap(), created["peer"]["name"].as_str().unwrap()];
-    assert!(names.contains(&"vth1") && names.contains(&"vtm1"), "{created}");
+    assert!(names.contains(&"vth1"), "{created}");
+    assert!(names.contains(&"vtm1"), "{created}");
     assert_actor(created, &mode);
 
     let moved = changes[1];

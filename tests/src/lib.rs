@@ -34,7 +34,7 @@ pub fn vethtrace_bin() -> PathBuf {
     path
 }
 
-/// Whether the tests run as root, which every sandbox needs. Tests that
+/// Checks whether the tests run as root, which every sandbox needs. Tests that
 /// need it print why they skip and return when it is false.
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -145,7 +145,7 @@ pub fn sandbox(recipe: &str) -> SandboxOutput {
 }
 
 impl SandboxOutput {
-    /// The result of `capture NAME ...` in the recipe.
+    /// Reads the result of `capture NAME ...` in the recipe.
     pub fn captured(&self, name: &str) -> Captured {
         let read = |extension: &str| {
             let path = self.work.0.join(format!("{name}.{extension}"));
@@ -158,12 +158,12 @@ impl SandboxOutput {
         }
     }
 
-    /// A path inside the sandbox's work folder, where recipes write files.
+    /// Returns a path inside the sandbox's work folder, where recipes write files.
     pub fn work_path(&self, name: &str) -> PathBuf {
         self.work.0.join(name)
     }
 
-    /// The pid recorded by `label NAME PID`.
+    /// Returns the pid recorded by `label NAME PID`.
     pub fn pid(&self, label: &str) -> u64 {
         self.values
             .iter()
@@ -172,7 +172,7 @@ impl SandboxOutput {
             .unwrap_or_else(|| panic!("no `label {label} PID` in the recipe output"))
     }
 
-    /// The `n`th snapshot printed (0 is the first).
+    /// Returns the `n`th snapshot printed (0 is the first).
     pub fn snapshot(&self, n: usize) -> Snapshot<'_> {
         let value = self
             .values
@@ -208,7 +208,7 @@ pub struct Snapshot<'a> {
 pub type End = (String, String, u64);
 
 impl Snapshot<'_> {
-    /// The inode of the netns labelled `label`; "host" is the sandbox's own.
+    /// Returns the inode of the netns labelled `label`; "host" is the sandbox's own.
     pub fn inode(&self, label: &str) -> u64 {
         if label == "host" {
             return self.value["netns"]
@@ -227,7 +227,7 @@ impl Snapshot<'_> {
             .unwrap_or_else(|| panic!("no label {label:?}; the recipe must call `label {label} PID`"))
     }
 
-    /// The label of a netns inode, or `net:[INODE]` if the recipe gave none.
+    /// Returns the label of a netns inode, or `net:[INODE]` if the recipe gave none.
     pub fn label(&self, inode: u64) -> String {
         if inode == self.inode("host") {
             return "host".into();
@@ -243,7 +243,7 @@ impl Snapshot<'_> {
         self.value["links"].as_array().expect("links array")
     }
 
-    /// The link entry of `name` in the netns labelled `netns`.
+    /// Returns the link entry of `name` in the netns labelled `netns`.
     pub fn link(&self, netns: &str, name: &str) -> &Value {
         let inode = self.inode(netns);
         self.links()
@@ -252,7 +252,7 @@ impl Snapshot<'_> {
             .unwrap_or_else(|| panic!("no veth {name} in {netns}; links: {:#}", self.value["links"]))
     }
 
-    /// The verified peer of `name` in `netns` as (netns label, name, ifindex).
+    /// Returns the verified peer of `name` in `netns` as (netns label, name, ifindex).
     pub fn peer(&self, netns: &str, name: &str) -> End {
         let link = self.link(netns, name);
         let peer = &link["peer"];
@@ -275,12 +275,12 @@ impl Snapshot<'_> {
         assert_eq!(self.peer(b.0, b.1), end(a), "peer of {}:{}", b.0, b.1);
     }
 
-    /// The ifindex of veth `name` in the netns labelled `netns`.
+    /// Returns the ifindex of veth `name` in the netns labelled `netns`.
     pub fn ifindex(&self, netns: &str, name: &str) -> u64 {
         self.link(netns, name)["ifindex"].as_u64().expect("ifindex")
     }
 
-    /// The netns entry labelled `label`.
+    /// Returns the netns entry labelled `label`.
     pub fn netns(&self, label: &str) -> &Value {
         let inode = self.inode(label);
         self.value["netns"]
